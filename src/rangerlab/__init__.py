@@ -1,0 +1,22 @@
+"""rangerlab: modern deep-learning optimizers for PyTorch, as composable pieces.
+
+SGD, Adam/AdamW, RAdam, LARS/LARC, Ranger, Ranger-LARS and a Lookahead wrapper for any optimizer,
+all ``torch.optim.Optimizer`` subclasses built from the transforms in :mod:`rangerlab.transforms`.
+"""
+
+from . import transforms
+from .optim import SGD, LARS, Adam, Chain, Lookahead, RAdam, Ranger, RangerLARS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "LARS",
+    "Adam",
+    "Chain",
+    "Lookahead",
+    "RAdam",
+    "Ranger",
+    "RangerLARS",
+    "transforms",
+]

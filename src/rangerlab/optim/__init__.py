@@ -1,0 +1,11 @@
+"""rangerlab's optimizers: the :class:`Chain` adapter, the presets and the Lookahead wrapper."""
+
+from .adam import Adam
+from .chain import Chain
+from .lars import LARS
+from .lookahead import Lookahead
+from .radam import RAdam
+from .ranger import Ranger, RangerLARS
+from .sgd import SGD
+
+__all__ = ["SGD", "Adam", "Chain", "LARS", "Lookahead", "RAdam", "Ranger", "RangerLARS"]

@@ -1,0 +1,127 @@
+"""State-dict checks and dtype policy shared by :class:`Chain` and :class:`Lookahead`."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._validation import check_group
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def state_dtype(param: Tensor) -> torch.dtype:
+    """Optimizer state is float32 for bf16/fp16 weights and the weights' own dtype otherwise."""
+    return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+
+
+def new_step() -> Tensor:
+    """A per-tensor step counter, as torch.optim keeps it (a 0-d float32 tensor on the CPU)."""
+    return torch.zeros((), dtype=torch.float32)
+
+
+def param_index(groups: Iterable[Mapping[str, Any]]) -> list[Tensor]:
+    """The parameters in the order ``state_dict`` numbers them."""
+    seen: dict[int, Tensor] = {}
+    for p in itertools.chain.from_iterable(g["params"] for g in groups):
+        seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def check_state_dict(
+    optimizer: torch.optim.Optimizer, state_dict: Any, shaped_keys: Iterable[str] | None = None
+) -> None:
+    """Raise ``ValueError`` unless ``state_dict`` fits ``optimizer``; nothing is changed.
+
+    Checks the layout, the number and sizes of the param groups, the saved hyperparameters, and
+    that every saved state tensor named in ``shaped_keys`` (all but ``step`` when None) has the
+    shape of its parameter.
+    """
+    if (
+        not isinstance(state_dict, Mapping)
+        or not isinstance(state_dict.get("state"), Mapping)
+        or not isinstance(state_dict.get("param_groups"), list)
+    ):
+        raise ValueError(
+            "state_dict must be a mapping with 'state' (a dict) and 'param_groups' (a list), as "
+            "returned by Optimizer.state_dict()"
+        )
+    groups, saved_groups = optimizer.param_groups, state_dict["param_groups"]
+    if len(groups) != len(saved_groups):
+        raise ValueError(
+            f"loaded state dict has {len(saved_groups)} parameter groups, the optimizer has "
+            f"{len(groups)}"
+        )
+    for i, (group, saved) in enumerate(zip(groups, saved_groups)):
+        if len(group["params"]) != len(saved["params"]):
+            raise ValueError(
+                f"loaded state dict's parameter group {i} has {len(saved['params'])} parameters, "
+                f"the optimizer's has {len(group['params'])}"
+            )
+        check_group(saved)
+    ids = itertools.chain.from_iterable(g["params"] for g in saved_groups)
+    params = itertools.chain.from_iterable(g["params"] for g in groups)
+    id_map = dict(zip(ids, params))
+    shaped = None if shaped_keys is None else set(shaped_keys)
+    for key, entry in state_dict["state"].items():
+        param = id_map.get(key)
+        if param is None or not isinstance(entry, Mapping):
+            continue
+        for name, value in entry.items():
+            if not isinstance(value, Tensor) or name == "step":
+                continue
+            if (shaped is None or name in shaped) and value.shape != param.shape:
+                raise ValueError(
+                    f"loaded state for parameter {key} has {name!r} of shape "
+                    f"{tuple(value.shape)}, but the parameter has shape {tuple(param.shape)}"
+                )
+
+
+def cast_state(param: Tensor, entry: Mapping[str, Any], keys: Iterable[str] | None = None) -> dict:
+    """Copy saved per-parameter state onto ``param``'s device with rangerlab's dtype policy.
+
+    Floating tensors (``keys`` only, or all but ``step`` when None) become :func:`state_dtype`
+    (float32 for low-precision weights, where torch's loader would round them to bf16); ``step``
+    stays a CPU float32 counter.
+    """
+    out = dict(entry)
+    for name, value in entry.items():
+        if not isinstance(value, Tensor):
+            continue
+        if name == "step":
+            out[name] = value.detach().to(device="cpu", dtype=torch.float32).clone()
+        elif (keys is None or name in keys) and value.is_floating_point():
+            out[name] = value.detach().to(device=param.device, dtype=state_dtype(param)).clone()
+    return out
+
+
+def run_state_dict_hooks(optimizer: torch.optim.Optimizer, build) -> dict:
+    """``state_dict()`` with the optimizer's registered pre- and post-hooks, in torch's order."""
+    for hook in optimizer._optimizer_state_dict_pre_hooks.values():
+        hook(optimizer)
+    state_dict = build()
+    for hook in optimizer._optimizer_state_dict_post_hooks.values():
+        result = hook(optimizer, state_dict)
+        if result is not None:
+            state_dict = result
+    return state_dict
+
+
+@contextmanager
+def swapped_in(pairs: list[tuple[Tensor, Tensor]]):
+    """Copy each ``source`` into its ``param`` for the block, then restore the params exactly."""
+    saved = [p.detach().clone() for p, _ in pairs]
+    with torch.no_grad():
+        for p, source in pairs:
+            p.copy_(source)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for (p, _), fast in zip(pairs, saved):
+                p.copy_(fast)

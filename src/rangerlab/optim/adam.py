@@ -1,0 +1,66 @@
+"""Adam and AdamW, as a chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..transforms import add_decayed_weights, centralize, scale_by_adam
+from .chain import Chain
+
+
+def adam_chain(group: dict) -> list:
+    """Adam: ``centralize -> add_decayed_weights -> scale_by_adam``; AdamW moves the decay last."""
+    if group["decoupled_weight_decay"]:
+        return [centralize(), scale_by_adam(), add_decayed_weights()]
+    return [centralize(), add_decayed_weights(), scale_by_adam()]
+
+
+class Adam(Chain):
+    """Adam, or AdamW with ``decoupled_weight_decay=True``; torch.optim.Adam/AdamW's trajectory.
+
+    .. math::
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g,\\quad v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g^2,\\quad
+        w \\leftarrow w - \\text{lr}\\,\\frac{m_t/(1-\\beta_1^t)}{\\sqrt{v_t/(1-\\beta_2^t)}+\\epsilon}
+
+    Weight decay ``lambda`` is added to ``g`` (L2) or, decoupled, as ``w <- w - lr*lambda*w``.
+    With ``gc=True`` the raw gradient is centralized first.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate.
+        betas: ``(beta1, beta2)``, the EMA rates of the moments.
+        eps: added to the denominator.
+        weight_decay: ``lambda``.
+        decoupled_weight_decay: AdamW's decay instead of L2.
+        gc: Gradient Centralization.
+        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0])); w.grad = torch.tensor([2.0])
+        >>> Adam([w], lr=0.1).step(); w  # first Adam step moves by lr*sign(g)
+        Parameter containing: tensor([0.9000], requires_grad=True)
+
+    References:
+        Kingma, Ba, ICLR 2015 (arXiv:1412.6980); Loshchilov, Hutter, ICLR 2019 (arXiv:1711.05101).
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        gc: bool = False,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        master_weights: bool = False,
+        skip_nonfinite: bool = False,
+    ):
+        super().__init__(
+            params, adam_chain, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay, gc=gc, foreach=foreach, fused=fused,
+            master_weights=master_weights, skip_nonfinite=skip_nonfinite,
+        )

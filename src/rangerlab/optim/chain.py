@@ -1,0 +1,253 @@
+"""The optimizer adapter: runs a chain of transforms as a ``torch.optim.Optimizer``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .._ops import pick_ops
+from .._validation import check_group
+from ..transforms.base import Context, Transform
+from ..transforms.lookahead import COUNTER
+from . import _state
+
+ChainSpec = Union[Sequence[Transform], Callable[[dict], Sequence[Transform]]]
+
+#: Settings every chain understands, beside what its transforms declare.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3,
+    "foreach": None,
+    "fused": None,
+    "master_weights": False,
+    "skip_nonfinite": False,
+}
+
+
+def declared_hyperparams(transforms: Sequence[Transform]) -> dict[str, Any]:
+    """The group keys a chain reads, with defaults (the first transform to declare a key wins)."""
+    out: dict[str, Any] = {}
+    for t in transforms:
+        for key, value in t.hyperparams.items():
+            out.setdefault(key, value)
+    return out
+
+
+def _check_transforms(transforms: Sequence[Transform]) -> None:
+    owner: dict[str, Transform] = {}
+    for t in transforms:
+        if not isinstance(t, Transform):
+            raise TypeError(f"transforms must be Transform instances, got {t!r}")
+        for key in t.state_keys:
+            if key in owner:
+                raise ValueError(f"{owner[key]!r} and {t!r} both keep state {key!r}")
+            owner[key] = t
+
+
+class Chain(Optimizer):
+    """An optimizer made of a chain of transforms; every rangerlab optimizer is one.
+
+    Each step, for every param group and every bucket of its tensors (same device and dtype) that
+    have gradients: copy the gradients once (``p.grad`` is never modified), run each transform's
+    ``update`` in order, apply ``w -= lr * u``, then each transform's ``after_update``.
+
+    Args:
+        params: parameters or param groups, as for any torch optimizer.
+        transforms: a sequence of :class:`~rangerlab.transforms.Transform`, or a function from a
+            param group to one (the presets use it to pick, e.g., coupled or decoupled weight decay
+            per group).
+        **hyperparameters: group defaults. For a sequence, the keys its transforms declare
+            (their declared defaults fill the rest) plus ``lr`` (default 1e-3), ``foreach``,
+            ``fused``, ``master_weights`` and ``skip_nonfinite``.
+
+    Low-precision weights: bf16/fp16 parameters are updated in float32 (state in float32) and
+    rounded once per step; with ``master_weights=True`` a float32 copy is kept in the state
+    (``master_param``) so updates below bf16's resolution accumulate instead of being lost.
+
+    ``skip_nonfinite=True`` skips a whole step whose gradients hold inf or NaN (one host
+    synchronisation per step), counts it in :attr:`skipped_steps` and warns once.
+
+    Example (LAMB, built without a new class)::
+
+        from rangerlab import Chain
+        from rangerlab.transforms import scale_by_adam, add_decayed_weights, scale_by_trust_ratio
+        lamb = Chain(model.parameters(),
+                     [scale_by_adam(), add_decayed_weights(), scale_by_trust_ratio()],
+                     lr=1e-3, weight_decay=0.01)
+    """
+
+    def __init__(self, params: Iterable, transforms: ChainSpec, /, **hyperparameters: Any):
+        if callable(transforms) and not isinstance(transforms, Transform):
+            defaults = {**COMMON_DEFAULTS, **hyperparameters}
+        else:
+            transforms = tuple(transforms)
+            _check_transforms(transforms)
+            declared = declared_hyperparams(transforms)
+            unknown = set(hyperparameters) - set(declared) - set(COMMON_DEFAULTS)
+            if unknown:
+                valid = ", ".join(sorted({*declared, *COMMON_DEFAULTS}))
+                raise TypeError(
+                    f"unknown hyperparameter(s) {', '.join(sorted(unknown))} for this chain; "
+                    f"valid: {valid}"
+                )
+            defaults = {**COMMON_DEFAULTS, **declared, **hyperparameters}
+        self._transforms = transforms
+        check_group(defaults)
+        if defaults.get("fused"):
+            raise NotImplementedError(
+                f"fused=True: {type(self).__name__} has no fused kernel yet; use fused=None"
+            )
+        self.skipped_steps = 0
+        super().__init__(params, defaults)
+
+    # -- param groups ---------------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group, validating its hyperparameters; it joins the shared Lookahead counter."""
+        check_group({**self.defaults, **param_group})
+        if self.param_groups and COUNTER in self.param_groups[0]:
+            param_group.setdefault(COUNTER, self.param_groups[0][COUNTER])
+        super().add_param_group(param_group)
+
+    def chain_for(self, group: dict[str, Any]) -> Sequence[Transform]:
+        """The transforms that update ``group``."""
+        if isinstance(self._transforms, tuple):
+            return self._transforms
+        transforms = tuple(self._transforms(group))
+        _check_transforms(transforms)
+        return transforms
+
+    # -- the step -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            work.append((group, params))
+        if self._has_nonfinite(work):
+            self._skip()
+            return loss
+        for group, params in work:
+            transforms = self.chain_for(group)
+            for t in transforms:
+                t.begin_step(group)
+            for bucket in _buckets(params):
+                self._step_bucket(group, transforms, bucket)
+        return loss
+
+    def _step_bucket(self, group: dict, transforms: Sequence[Transform], params: list) -> None:
+        grads = [p.grad for p in params]
+        ops = pick_ops(group["foreach"], params + grads)
+        states = [self.state[p] for p in params]
+        low = params[0].dtype in _state.LOW_PRECISION
+        if low and group["master_weights"]:
+            for p, s in zip(params, states):
+                if "master_param" not in s:
+                    s["master_param"] = p.detach().to(torch.float32, copy=True)
+            weights = [s["master_param"] for s in states]
+        elif low:
+            weights = [p.detach().to(torch.float32) for p in params]
+        else:
+            weights = params
+        for w, s in zip(weights, states):
+            if "step" not in s:
+                s["step"] = _state.new_step()
+            for t in transforms:
+                if any(key not in s for key in t.state_keys):
+                    for key, value in t.init(w, group).items():
+                        s.setdefault(key, value)
+        step_counters = [s["step"] for s in states]
+        torch._foreach_add_(step_counters, 1.0)
+        steps = [int(t) for t in torch.stack(step_counters).tolist()]
+
+        dtype = weights[0].dtype
+        if all(g.dtype == dtype for g in grads):
+            updates = ops.clone(grads)
+        else:
+            updates = [g.to(dtype, copy=True) for g in grads]
+        ctx = Context(group=group, params=weights, states=states, steps=steps, ops=ops)
+        for t in transforms:
+            updates = t.update(updates, ctx)
+        ops.add_(weights, updates, alpha=-float(group["lr"]))
+        for t in transforms:
+            t.after_update(ctx)
+        if weights is not params:
+            ops.copy_(params, weights)
+
+    # -- non-finite guard -----------------------------------------------------------------------
+
+    def _has_nonfinite(self, work: list[tuple[dict, list]]) -> bool:
+        grads = [p.grad for group, params in work if group["skip_nonfinite"] for p in params]
+        if not grads:
+            return False
+        flags = [torch.stack(torch._foreach_norm(b, ord=float("inf"))).isfinite().all()
+                 for b in _buckets(grads)]
+        return not bool(torch.stack([f.cpu() for f in flags]).all())
+
+    def _skip(self) -> None:
+        self.skipped_steps += 1
+        if self.skipped_steps == 1:
+            warnings.warn(
+                f"{type(self).__name__}: skipped a step whose gradients hold inf or NaN "
+                "(skip_nonfinite=True); further skips are counted in .skipped_steps",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load ``state_dict`` after checking that it fits; on a misfit nothing changes.
+
+        As torch's loader, plus: the state of bf16/fp16 weights stays float32 (torch would round
+        it to the weights' dtype) and ``step`` counters stay on the CPU.
+        """
+        _state.check_state_dict(self, state_dict)
+        super().load_state_dict(state_dict)
+        saved = state_dict["state"]
+        saved_ids = (i for g in state_dict["param_groups"] for i in g["params"])
+        params = (p for g in self.param_groups for p in g["params"])
+        for saved_id, param in zip(saved_ids, params):
+            if saved_id in saved:
+                self.state[param] = _state.cast_state(param, saved[saved_id])
+
+    def slow_weights(self) -> AbstractContextManager[None]:
+        """Context manager: the Lookahead slow weights stand in for the parameters in the block.
+
+        Evaluate on them (``with opt.slow_weights(): evaluate(model)``); the fast weights come back
+        exactly at the end. Parameters without slow weights yet are left as they are.
+        """
+        return _state.swapped_in(
+            [
+                (p, self.state[p]["slow_param"])
+                for group in self.param_groups
+                for p in group["params"]
+                if "slow_param" in self.state.get(p, {})
+            ]
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_transforms": self._transforms,
+                "skipped_steps": self.skipped_steps}
+
+
+def _buckets(params: list[Tensor]) -> list[list[Tensor]]:
+    by_kind: dict[tuple, list[Tensor]] = {}
+    for p in params:
+        by_kind.setdefault((p.device, p.dtype), []).append(p)
+    return list(by_kind.values())
+

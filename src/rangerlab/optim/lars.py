@@ -1,0 +1,76 @@
+"""LARS / LARC, as a chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..transforms import centralize, momentum, scale_by_lars
+from .chain import Chain
+
+
+def lars_chain(group: dict) -> list:
+    """``centralize -> scale_by_lars -> momentum``."""
+    return [centralize(), scale_by_lars(), momentum()]
+
+
+class LARS(Chain):
+    """Layer-wise Adaptive Rate Scaling over SGD momentum (LARC with ``clip=True``).
+
+    Per tensor (in a group whose ``trust_ratio`` is true, the default):
+
+    .. math::
+        \\text{trust} = \\eta\\frac{\\|w\\|}{\\|g\\|+\\lambda\\|w\\|+\\epsilon},\\quad
+        d = \\text{trust}\\,(g + \\lambda w),\\quad v_1 = d,\\quad
+        v_t = \\mu v_{t-1} + (1-\\tau) d,\\quad w \\leftarrow w - \\text{lr}\\, v_t
+
+    ``trust`` is 1 where ``||w||`` or ``||g||`` is 0; ``clip`` makes it ``min(trust/lr, 1)``;
+    ``nesterov`` uses ``d + mu*v_t``. Without ``trust_ratio`` the trust factor is dropped (the
+    SimCLR convention for biases and norm weights, see :func:`rangerlab.create_optimizer`).
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate.
+        momentum: ``mu``.
+        dampening: ``tau``.
+        weight_decay: ``lambda``.
+        nesterov: Nesterov momentum.
+        trust_coefficient: ``eta``.
+        eps: added to the trust ratio's denominator.
+        clip: LARC clipping.
+        gc: Gradient Centralization (``g`` is the centralized gradient).
+        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0])); w.grad = torch.tensor([0.0, 1.0])
+        >>> LARS([w], lr=1.0, momentum=0.0, trust_coefficient=0.1).step(); w  # trust=.1*5/1
+        Parameter containing: tensor([3.0000, 3.5000], requires_grad=True)
+
+    References:
+        You, Gitman, Ginsburg. "Large Batch Training of Convolutional Networks", 2017.
+        arXiv:1708.03888.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        trust_coefficient: float = 0.001,
+        eps: float = 1e-8,
+        clip: bool = False,
+        gc: bool = False,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        master_weights: bool = False,
+        skip_nonfinite: bool = False,
+    ):
+        super().__init__(
+            params, lars_chain, lr=lr, momentum=momentum, dampening=dampening,
+            weight_decay=weight_decay, nesterov=nesterov, trust_coefficient=trust_coefficient,
+            eps=eps, clip=clip, trust_ratio=True, gc=gc, foreach=foreach, fused=fused,
+            master_weights=master_weights, skip_nonfinite=skip_nonfinite,
+        )

@@ -1,0 +1,175 @@
+"""Lookahead around any torch optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from .._ops import pick_ops
+from .._validation import check_group
+from ..transforms.lookahead import COUNTER, sync_
+from . import _state
+from .chain import _buckets
+
+SLOW = "slow_param"
+
+
+class Lookahead(Optimizer):
+    """Lookahead wrapped around any ``torch.optim.Optimizer`` (torch's fused AdamW included).
+
+    The wrapped optimizer updates the fast weights ``theta``. Slow weights ``phi`` start as a copy
+    of each parameter taken at the first ``step()``, before that step's update
+    (``phi_0 = theta_0``). After every ``k``-th step:
+
+    .. math::
+        \\phi \\leftarrow \\phi + \\alpha(\\theta - \\phi),\\qquad \\theta \\leftarrow \\phi
+
+    One step counter per optimizer (kept in every param group as ``lookahead_step``). The wrapper
+    shares the wrapped optimizer's ``param_groups``, so LR schedulers and ``GradScaler`` drive it
+    directly; ``k`` and ``alpha`` are per-group settings. ``state_dict()`` is the wrapped
+    optimizer's, with each parameter's slow weights added as ``slow_param``.
+
+    Args:
+        optimizer: the optimizer to wrap.
+        k: synchronisation period (a positive int).
+        alpha: slow step size, in (0, 1].
+
+    Example (the paper's path on f(x) = x with SGD(lr=1), k=3, alpha=0.5, from x=3):
+        x: 3 -> 2 -> 1 -> 0, sync to 1.5 -> 0.5 -> -0.5 -> -1.5, sync to 0.
+
+    References:
+        Zhang, Lucas, Hinton, Ba. "Lookahead Optimizer: k steps forward, 1 step back",
+        NeurIPS 2019. arXiv:1907.08610.
+    """
+
+    def __init__(self, optimizer: Optimizer, k: int = 6, alpha: float = 0.5):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"Lookahead wraps a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        check_group({"k": k, "alpha": alpha})
+        self.optimizer = optimizer
+        self._initialized = False
+        super().__init__(list(optimizer.param_groups), {"k": k, "alpha": alpha})
+        self._initialized = True
+
+    # The wrapped optimizer's groups *are* this optimizer's groups.
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, groups: list[dict[str, Any]]) -> None:
+        self.optimizer.param_groups = groups
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the wrapped optimizer too; it joins the shared step counter."""
+        check_group(param_group)
+        if self._initialized:
+            counter = self.param_groups[0].get(COUNTER, 0) if self.param_groups else 0
+            self.optimizer.add_param_group(param_group)
+            group = self.param_groups[-1]
+        else:
+            counter = 0
+            super().add_param_group(param_group)
+            group = param_group
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        group.setdefault(COUNTER, counter)
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Step the wrapped optimizer, then synchronise where the counter reaches a multiple of k."""
+        fresh = [
+            p
+            for group in self.param_groups
+            for p in group["params"]
+            if SLOW not in self.state.get(p, {})
+            and (p.grad is not None or (closure is not None and p.requires_grad))
+        ]
+        with torch.no_grad():
+            snapshots = [p.detach().to(_state.state_dtype(p), copy=True) for p in fresh]
+        loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+        with torch.no_grad():
+            for p, slow in zip(fresh, snapshots):
+                if p.grad is not None:
+                    self.state[p][SLOW] = slow
+            for group in self.param_groups:
+                group[COUNTER] = group.get(COUNTER, 0) + 1
+                if group[COUNTER] % group["k"] == 0:
+                    self._sync(group)
+        return loss
+
+    def _sync(self, group: dict[str, Any]) -> None:
+        params = [p for p in group["params"] if p.grad is not None and SLOW in self.state.get(p, {})]
+        for bucket in _buckets(params):
+            slow = [self.state[p][SLOW] for p in bucket]
+            ops = pick_ops(group.get("foreach"), bucket)
+            if bucket[0].dtype == slow[0].dtype:
+                sync_(ops, bucket, slow, group["alpha"])
+            else:
+                fast = [p.detach().to(slow[0].dtype) for p in bucket]
+                sync_(ops, fast, slow, group["alpha"])
+                ops.copy_(bucket, fast)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped optimizer's state dict, with the slow weights as each parameter's ``slow_param``."""
+
+        def build() -> dict[str, Any]:
+            inner = self.optimizer.state_dict()
+            state = {key: dict(value) for key, value in inner["state"].items()}
+            for index, p in enumerate(_state.param_index(self.param_groups)):
+                if SLOW in self.state.get(p, {}):
+                    state.setdefault(index, {})[SLOW] = self.state[p][SLOW]
+            return {**inner, "state": state}
+
+        return _state.run_state_dict_hooks(self, build)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict`; a state dict that does not fit raises and changes nothing."""
+        state_dict = dict(state_dict)
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        _state.check_state_dict(self, state_dict, shaped_keys=(SLOW,))
+        slow, inner_state = {}, {}
+        for key, entry in state_dict["state"].items():
+            entry = dict(entry)
+            if SLOW in entry:
+                slow[key] = entry.pop(SLOW)
+            if entry:
+                inner_state[key] = entry
+        self.optimizer.load_state_dict({**state_dict, "state": inner_state})
+        saved_ids = (i for g in state_dict["param_groups"] for i in g["params"])
+        params = (p for g in self.param_groups for p in g["params"])
+        self.state.clear()
+        for saved_id, p in zip(saved_ids, params):
+            if saved_id in slow:
+                self.state[p] = _state.cast_state(p, {SLOW: slow[saved_id]})
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    def slow_weights(self) -> AbstractContextManager[None]:
+        """Context manager: evaluate on the slow weights; the fast weights come back after."""
+        return _state.swapped_in(
+            [(p, self.state[p][SLOW]) for g in self.param_groups for p in g["params"]
+             if SLOW in self.state.get(p, {})]
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"defaults": self.defaults, "state": self.state, "optimizer": self.optimizer,
+                "_initialized": True}
+
+    def __repr__(self) -> str:
+        return f"Lookahead({self.optimizer!r}, k={self.defaults['k']}, alpha={self.defaults['alpha']})"

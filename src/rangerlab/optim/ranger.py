@@ -1,0 +1,133 @@
+"""Ranger and Ranger-LARS: RAdam (+ the LAMB trust ratio) under Lookahead, with GC."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..transforms import lookahead, scale_by_trust_ratio
+from .chain import Chain
+from .radam import radam_chain
+
+
+def ranger_chain(group: dict) -> list:
+    """``radam_chain`` with decoupled decay, then ``lookahead``."""
+    return [*radam_chain({**group, "decoupled_weight_decay": True}), lookahead()]
+
+
+def ranger_lars_chain(group: dict) -> list:
+    """``radam_chain`` with decoupled decay, ``scale_by_trust_ratio``, then ``lookahead``."""
+    return [
+        *radam_chain({**group, "decoupled_weight_decay": True}),
+        scale_by_trust_ratio(),
+        lookahead(),
+    ]
+
+
+class Ranger(Chain):
+    """Ranger = Lookahead(RAdam with decoupled weight decay and Gradient Centralization).
+
+    ``Ranger(p, lr, betas, eps, weight_decay, k, alpha, gc)`` follows exactly the trajectory of
+    ``Lookahead(RAdam(p, lr, betas, eps, weight_decay, decoupled_weight_decay=True, gc=gc), k,
+    alpha)``: RAdam steps on the fast weights and, every ``k`` steps,
+    ``slow <- slow + alpha (fast - slow)``, ``fast <- slow``.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate.
+        betas: RAdam's ``(beta1, beta2)``; Ranger's default beta1 is 0.95.
+        eps: RAdam's epsilon.
+        weight_decay: decoupled weight decay.
+        k: Lookahead's synchronisation period.
+        alpha: Lookahead's slow step size.
+        gc: Gradient Centralization (on by default, as in Ranger 20.9).
+        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+
+    ``with opt.slow_weights(): ...`` evaluates on the slow weights.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0])); w.grad = torch.tensor([2.0])
+        >>> opt = Ranger([w], lr=0.1, k=1, alpha=0.5); opt.step(); w  # RAdam to 0.8, then halfway back
+        Parameter containing: tensor([0.9000], requires_grad=True)
+
+    References:
+        Wright, Ranger (github.com/lessw2020/Ranger-Deep-Learning-Optimizer), 2019;
+        Liu et al. ICLR 2020 (RAdam); Zhang et al. NeurIPS 2019 (Lookahead); Yong et al. ECCV 2020
+        (GC).
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.95, 0.999),
+        eps: float = 1e-5,
+        weight_decay: float = 0.0,
+        k: int = 6,
+        alpha: float = 0.5,
+        gc: bool = True,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        master_weights: bool = False,
+        skip_nonfinite: bool = False,
+    ):
+        super().__init__(
+            params, ranger_chain, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, k=k,
+            alpha=alpha, gc=gc, foreach=foreach, fused=fused, master_weights=master_weights,
+            skip_nonfinite=skip_nonfinite,
+        )
+
+
+class RangerLARS(Chain):
+    """Ranger-LARS ("Over9000"): Ranger with the LAMB trust ratio on RAdam's direction.
+
+    Per tensor, with RAdam's direction ``u`` (its displacement over lr, no decay):
+
+    .. math::
+        u \\leftarrow u + \\lambda w,\\quad
+        r = \\frac{\\min(\\|w\\|, \\text{max\\_weight\\_norm})}{\\|u\\|},\\quad
+        w \\leftarrow w - \\text{lr}\\, r\\, u
+
+    (``r`` is 1 where either norm is 0), after Gradient Centralization and under Lookahead(k,
+    alpha). Unlike the over9000 original, ``r`` divides by the norm of the update, not of the
+    updated weights (which made its ratio about 1).
+
+    Args:
+        params: parameters or param groups.
+        lr, betas, eps, weight_decay, k, alpha, gc: as :class:`Ranger`.
+        max_weight_norm: cap on ``||w||`` in the ratio (None: no cap).
+        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0])); w.grad = torch.tensor([1.0, 0.0])
+        >>> RangerLARS([w], lr=0.1, k=1, alpha=1.0).step(); w  # ||w||=5, so a step of lr*5 along -g
+        Parameter containing: tensor([2.5000, 4.0000], requires_grad=True)
+
+    References:
+        You et al. ICLR 2020 (LAMB, arXiv:1904.00962); Grankin, over9000
+        (github.com/mgrankin/over9000), 2019; and the references of :class:`Ranger`.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.95, 0.999),
+        eps: float = 1e-5,
+        weight_decay: float = 0.0,
+        k: int = 6,
+        alpha: float = 0.5,
+        gc: bool = True,
+        max_weight_norm: float | None = 10.0,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        master_weights: bool = False,
+        skip_nonfinite: bool = False,
+    ):
+        super().__init__(
+            params, ranger_lars_chain, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+            k=k, alpha=alpha, gc=gc, max_weight_norm=max_weight_norm, trust_ratio=True,
+            foreach=foreach, fused=fused, master_weights=master_weights,
+            skip_nonfinite=skip_nonfinite,
+        )

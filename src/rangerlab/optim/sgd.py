@@ -1,0 +1,63 @@
+"""SGD with momentum, as a chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..transforms import add_decayed_weights, centralize, momentum
+from .chain import Chain
+
+
+def sgd_chain(group: dict) -> list:
+    """``centralize -> add_decayed_weights -> momentum`` (torch.optim.SGD's order)."""
+    return [centralize(), add_decayed_weights(), momentum()]
+
+
+class SGD(Chain):
+    """Stochastic gradient descent with (Nesterov) momentum; torch.optim.SGD's trajectory.
+
+    .. math::
+        d = g + \\lambda w,\\quad v_1 = d,\\quad v_t = \\mu v_{t-1} + (1-\\tau) d,\\quad
+        w \\leftarrow w - \\text{lr}\\,(v_t \\text{ or, with nesterov, } d + \\mu v_t)
+
+    With ``gc=True``, ``g`` is first centralized (:func:`rangerlab.transforms.centralized`).
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate.
+        momentum: ``mu``; 0 disables momentum.
+        dampening: ``tau``.
+        weight_decay: ``lambda`` (L2, added to the gradient).
+        nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+        gc: Gradient Centralization.
+        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.tensor([1.0])); w.grad = torch.tensor([2.0])
+        >>> SGD([w], lr=0.1).step(); w
+        Parameter containing: tensor([0.8000], requires_grad=True)
+
+    References:
+        Robbins, Monro 1951; Sutskever et al., ICML 2013 (momentum); torch.optim.SGD.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        gc: bool = False,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        master_weights: bool = False,
+        skip_nonfinite: bool = False,
+    ):
+        super().__init__(
+            params, sgd_chain, lr=lr, momentum=momentum, dampening=dampening,
+            weight_decay=weight_decay, nesterov=nesterov, gc=gc, foreach=foreach, fused=fused,
+            master_weights=master_weights, skip_nonfinite=skip_nonfinite,
+        )

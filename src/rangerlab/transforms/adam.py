@@ -1,0 +1,68 @@
+"""Adam's moment estimates (Kingma & Ba 2015)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Context, Transform
+
+
+def update_moments(updates: list[Tensor], ctx: Context) -> tuple[list[Tensor], list[Tensor]]:
+    """Advance Adam's EMAs in place and return them: ``m <- b1 m + (1-b1) u``, ``v <- b2 v + (1-b2) u^2``."""
+    beta1, beta2 = ctx.group["betas"]
+    exp_avg, exp_avg_sq = ctx.state("exp_avg"), ctx.state("exp_avg_sq")
+    ctx.ops.lerp_(exp_avg, updates, 1.0 - beta1)
+    ctx.ops.mul_(exp_avg_sq, beta2)
+    ctx.ops.addcmul_(exp_avg_sq, updates, updates, 1.0 - beta2)
+    return exp_avg, exp_avg_sq
+
+
+def zero_moments(param: Tensor) -> dict[str, Tensor]:
+    """Fresh first and second moments shaped like ``param``."""
+    return {
+        "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+        "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
+    }
+
+
+class ScaleByAdam(Transform):
+    """Adam's direction, exactly as torch.optim.Adam computes it.
+
+    .. math::
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) u_t,\\quad
+        v_t = \\beta_2 v_{t-1} + (1-\\beta_2) u_t^2,\\quad
+        u \\leftarrow \\frac{m_t / (1-\\beta_1^t)}{\\sqrt{v_t / (1-\\beta_2^t)} + \\epsilon}
+
+    State: ``exp_avg``, ``exp_avg_sq`` (the names torch uses, so torch.optim.Adam state loads).
+
+    References:
+        Kingma, Ba. "Adam: A Method for Stochastic Optimization", ICLR 2015. arXiv:1412.6980.
+    """
+
+    hyperparams = {"betas": (0.9, 0.999), "eps": 1e-8}
+    state_keys = ("exp_avg", "exp_avg_sq")
+
+    def init(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
+        return zero_moments(param)
+
+    def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
+        beta1, beta2 = ctx.group["betas"]
+        exp_avg, exp_avg_sq = update_moments(updates, ctx)
+        ops = ctx.ops
+        denom = ops.sqrt(exp_avg_sq)
+        ops.div_(denom, [math.sqrt(1.0 - beta2**t) for t in ctx.steps])
+        ops.add_scalar_(denom, ctx.group["eps"])
+        ops.copy_(updates, exp_avg)
+        ops.div_(updates, [1.0 - beta1**t for t in ctx.steps])
+        ops.div_(updates, denom)
+        return updates
+
+
+def scale_by_adam() -> ScaleByAdam:
+    """Adam moments transform; see :class:`ScaleByAdam`."""
+    return ScaleByAdam()

@@ -1,0 +1,51 @@
+"""Gradient Centralization (Yong et al., ECCV 2020)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .base import Context, Transform
+
+
+def centralized(grad: Tensor) -> Tensor:
+    """Return ``grad`` minus its mean over every dimension but the first (a new tensor).
+
+    ``g_hat = g - mean(g, dims=(1, ..., n-1))``: each output channel of a conv or linear weight
+    gets a zero-mean gradient. Tensors with ``dim() <= 1`` (biases, norm weights, scalars) are
+    returned unchanged (as a copy).
+
+    Example:
+        >>> centralized(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        tensor([[-0.5000,  0.5000],
+                [-0.5000,  0.5000]])
+
+    References:
+        Yong, Huang, Hua, Zhang. "Gradient Centralization: A New Optimization Technique for Deep
+        Neural Networks", ECCV 2020. arXiv:2004.01461.
+    """
+    if grad.dim() <= 1:
+        return grad.clone()
+    return grad - grad.mean(dim=tuple(range(1, grad.dim())), keepdim=True)
+
+
+class Centralize(Transform):
+    """Gradient Centralization as the first link of a chain.
+
+    ``u <- u - mean(u, dims=(1, ..., n-1))`` for every tensor with ``dim() > 1``; 1-D and 0-D
+    tensors are untouched. Put it first, so it sees the raw gradient (before coupled weight decay).
+    Active where the group's ``gc`` is true (default ``True`` in a hand-built chain).
+    """
+
+    hyperparams = {"gc": True}
+
+    def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
+        if ctx.group["gc"]:
+            for u in updates:
+                if u.dim() > 1:
+                    u.sub_(u.mean(dim=tuple(range(1, u.dim())), keepdim=True))
+        return updates
+
+
+def centralize() -> Centralize:
+    """Gradient Centralization transform; see :class:`Centralize`."""
+    return Centralize()
