@@ -1,0 +1,175 @@
+"""One table of every optimizer with a few settings each, and the problem they all run on.
+
+Each :class:`Case` pairs a rangerlab optimizer with its reference: torch.optim where torch has the
+algorithm (with Gradient Centralization applied to the reference's own gradients when ``gc`` is
+on), the per-tensor formulas of ``reference.py`` otherwise. The generic checks in
+``test_optim_generic.py`` run every case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from reference import RefLARS, RefLookahead, RefRAdamLAMB, WithGC
+
+import rangerlab
+
+SHAPES = [(4, 3), (3,), (), (2, 3, 2, 2), (0,), (5, 2)]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    ours: Callable[[Any], torch.optim.Optimizer]
+    ref: Callable[[Any], Any]
+    kwargs: dict = field(default_factory=dict)
+    lookahead: bool = False
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _gc(gc: bool, inner):
+    return WithGC(inner) if gc else inner
+
+
+def sgd(name, **kw):
+    gc = kw.pop("gc", False)
+    return Case(name, lambda p: rangerlab.SGD(p, gc=gc, **kw),
+                lambda p: _gc(gc, torch.optim.SGD(p, **kw)), {**kw, "gc": gc})
+
+
+def adam(name, **kw):
+    gc = kw.pop("gc", False)
+    decoupled = kw.pop("decoupled_weight_decay", False)
+    torch_cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    ref_kw = dict(kw)
+    if decoupled:  # torch's AdamW defaults to weight_decay=0.01; ours to 0
+        ref_kw.setdefault("weight_decay", 0.0)
+    return Case(
+        name,
+        lambda p: rangerlab.Adam(p, gc=gc, decoupled_weight_decay=decoupled, **kw),
+        lambda p: _gc(gc, torch_cls(p, **ref_kw)),
+        {**kw, "gc": gc, "decoupled_weight_decay": decoupled},
+    )
+
+
+def radam(name, **kw):
+    gc = kw.pop("gc", False)
+    return Case(name, lambda p: rangerlab.RAdam(p, gc=gc, **kw),
+                lambda p: _gc(gc, torch.optim.RAdam(p, **kw)), {**kw, "gc": gc})
+
+
+def lars(name, **kw):
+    gc = kw.pop("gc", False)
+    return Case(name, lambda p: rangerlab.LARS(p, gc=gc, **kw),
+                lambda p: _gc(gc, RefLARS(p, **kw)), {**kw, "gc": gc})
+
+
+def ranger(name, k=6, alpha=0.5, gc=True, **kw):
+    return Case(
+        name,
+        lambda p: rangerlab.Ranger(p, k=k, alpha=alpha, gc=gc, **kw),
+        lambda p: RefLookahead(_gc(gc, torch.optim.RAdam(
+            p, **{"betas": (0.95, 0.999), "eps": 1e-5, **kw}, decoupled_weight_decay=True)),
+            k, alpha),
+        {**kw, "k": k, "alpha": alpha, "gc": gc},
+        lookahead=True,
+    )
+
+
+def ranger_lars(name, k=6, alpha=0.5, gc=True, **kw):
+    return Case(
+        name,
+        lambda p: rangerlab.RangerLARS(p, k=k, alpha=alpha, gc=gc, **kw),
+        lambda p: RefLookahead(_gc(gc, RefRAdamLAMB(p, **kw)), k, alpha),
+        {**kw, "k": k, "alpha": alpha, "gc": gc},
+        lookahead=True,
+    )
+
+
+def lookahead_over(name, torch_cls, k=5, alpha=0.6, **kw):
+    return Case(
+        name,
+        lambda p: rangerlab.Lookahead(torch_cls(p, **kw), k=k, alpha=alpha),
+        lambda p: RefLookahead(torch_cls(p, **kw), k, alpha),
+        {**kw, "k": k, "alpha": alpha},
+        lookahead=True,
+    )
+
+
+CASES = [
+    sgd("sgd", lr=0.1),
+    sgd("sgd-momentum", lr=0.05, momentum=0.9),
+    sgd("sgd-nesterov-wd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    sgd("sgd-dampening-wd-gc", lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.1, gc=True),
+    adam("adam", lr=1e-2),
+    adam("adam-l2", lr=1e-2, weight_decay=0.1),
+    adam("adamw", lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    adam("adam-betas-eps-gc", lr=2e-2, betas=(0.8, 0.99), eps=1e-6, gc=True),
+    radam("radam", lr=1e-2),
+    radam("radam-l2", lr=1e-2, weight_decay=0.1),
+    radam("radam-decoupled-gc", lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, gc=True),
+    radam("radam-short-beta2", lr=1e-2, betas=(0.9, 0.9)),
+    lars("lars", lr=0.5, trust_coefficient=0.02),
+    lars("lars-nesterov-wd", lr=0.5, momentum=0.9, nesterov=True, weight_decay=1e-3,
+         trust_coefficient=0.02),
+    lars("larc-clip", lr=0.5, clip=True, weight_decay=1e-2, trust_coefficient=0.5),
+    lars("lars-dampening-gc", lr=0.3, dampening=0.2, trust_coefficient=0.05, gc=True),
+    ranger("ranger", lr=1e-2),
+    ranger("ranger-wd-k5", lr=1e-2, weight_decay=0.1, k=5, alpha=0.8),
+    ranger("ranger-nogc", lr=2e-2, gc=False, betas=(0.9, 0.99)),
+    ranger_lars("ranger-lars", lr=1e-2),
+    ranger_lars("ranger-lars-wd-nocap", lr=1e-2, weight_decay=0.1, max_weight_norm=None),
+    ranger_lars("ranger-lars-capped-k4", lr=1e-2, max_weight_norm=0.5, k=4, alpha=0.3),
+    lookahead_over("lookahead-sgd", torch.optim.SGD, lr=0.05, momentum=0.9),
+    lookahead_over("lookahead-adamw", torch.optim.AdamW, lr=1e-2, weight_decay=0.1),
+]
+
+
+def initial_tensors(dtype=torch.float64, seed=0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in SHAPES]
+
+
+def _targets(dtype):
+    gen = torch.Generator().manual_seed(1234)
+    targets = [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in SHAPES]
+    scales = [(torch.rand(s, generator=gen, dtype=torch.float64) + 0.5).to(dtype)
+              for s in SHAPES]
+    return targets, scales
+
+
+def gradients(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The gradient of sum(c*logcosh(p - t) + 0.15*(p - t)^2): smooth, non-quadratic, per element."""
+    targets, scales = _targets(params[0].dtype)
+    return [c * torch.tanh(p.detach() - t) + 0.3 * (p.detach() - t)
+            for p, t, c in zip(params, targets, scales)]
+
+
+def make_params(dtype=torch.float64, seed=0) -> list[torch.nn.Parameter]:
+    return [torch.nn.Parameter(x) for x in initial_tensors(dtype, seed)]
+
+
+def set_grads(params, skip=()) -> None:
+    for i, (p, g) in enumerate(zip(params, gradients(params))):
+        p.grad = None if i in skip else g
+
+
+def run(opt, params, steps, skip_at=None, before_step=None) -> None:
+    """Step ``opt`` ``steps`` times; ``skip_at(step) -> indices`` leaves those grads None."""
+    for t in range(steps):
+        set_grads(params, skip_at(t) if skip_at else ())
+        if before_step:
+            before_step(t)
+        opt.step()
+
+
+def torch_target(ref):
+    """The torch optimizer inside a reference wrapper (for LR schedulers)."""
+    while not isinstance(ref, torch.optim.Optimizer):
+        ref = ref.inner
+    return ref

@@ -1,0 +1,138 @@
+"""Straightforward per-tensor implementations of the papers' formulas, for the trajectory tests.
+
+Written independently of rangerlab's transforms (no foreach, no shared helpers): one loop over
+tensors, the formula as printed. Where torch has the algorithm the tests use torch.optim instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+
+
+def centralize_grads(params) -> None:
+    """Gradient Centralization on a reference optimizer's own ``p.grad`` (the reference owns them)."""
+    for p in params:
+        if p.grad is not None and p.grad.dim() > 1:
+            dims = tuple(range(1, p.grad.dim()))
+            p.grad = p.grad - p.grad.mean(dim=dims, keepdim=True)
+
+
+class RefLARS(Optimizer):
+    """LARS/LARC per DESIGN.md: trust on (g, w), d = trust*(g + wd*w), torch-SGD momentum."""
+
+    def __init__(self, params, lr, momentum=0.9, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, trust_coefficient=0.001, eps=1e-8, clip=False, trust_ratio=True):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      trust_coefficient=trust_coefficient, eps=eps, clip=clip,
+                                      trust_ratio=trust_ratio))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                trust = 1.0
+                if group["trust_ratio"]:
+                    w_norm, g_norm = float(p.norm()), float(g.norm())
+                    if w_norm > 0 and g_norm > 0:
+                        trust = group["trust_coefficient"] * w_norm / (
+                            g_norm + wd * w_norm + group["eps"])
+                        if group["clip"]:
+                            trust = min(trust / lr, 1.0)
+                d = trust * (g + wd * p)
+                state = self.state[p]
+                if mom != 0:
+                    if "buf" not in state:
+                        state["buf"] = d.clone()
+                    else:
+                        state["buf"] = mom * state["buf"] + (1 - group["dampening"]) * d
+                    d = d + mom * state["buf"] if group["nesterov"] else state["buf"]
+                p.sub_(lr * d)
+
+
+class RefRAdamLAMB(Optimizer):
+    """RangerLARS's inner step per DESIGN.md: RAdam direction, + wd*w, LAMB ratio, w -= lr*r*u."""
+
+    def __init__(self, params, lr, betas=(0.95, 0.999), eps=1e-5, weight_decay=0.0,
+                 max_weight_norm=10.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      max_weight_norm=max_weight_norm))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g, state = p.grad, self.state[p]
+                if not state:
+                    state.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["t"] += 1
+                t = state["t"]
+                state["m"] = b1 * state["m"] + (1 - b1) * g
+                state["v"] = b2 * state["v"] + (1 - b2) * g * g
+                m_hat = state["m"] / (1 - b1**t)
+                rho_inf = 2 / (1 - b2) - 1
+                rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+                if rho_t > 5:
+                    r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                                  / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                    u = m_hat * r * math.sqrt(1 - b2**t) / (state["v"].sqrt() + group["eps"])
+                else:
+                    u = m_hat
+                u = u + group["weight_decay"] * p
+                w_norm, u_norm = float(p.norm()), float(u.norm())
+                cap = group["max_weight_norm"]
+                ratio = 1.0
+                if w_norm > 0 and u_norm > 0:
+                    ratio = (w_norm if cap is None else min(w_norm, cap)) / u_norm
+                p.sub_(group["lr"] * ratio * u)
+
+
+class RefLookahead:
+    """Lookahead (Zhang et al. 2019): phi_0 = theta_0 copied at the first step, one counter."""
+
+    def __init__(self, inner, k, alpha):
+        self.inner, self.k, self.alpha = inner, k, alpha
+        self.param_groups = inner.param_groups
+        self.slow: dict[torch.Tensor, torch.Tensor] = {}
+        self.count = 0
+
+    @torch.no_grad()
+    def step(self):
+        params = [p for g in self.inner.param_groups for p in g["params"] if p.grad is not None]
+        for p in params:
+            if p not in self.slow:
+                self.slow[p] = p.detach().clone()
+        self.inner.step()
+        self.count += 1
+        if self.count % self.k == 0:
+            for p in params:
+                self.slow[p] += self.alpha * (p - self.slow[p])
+                p.copy_(self.slow[p])
+
+    def add_param_group(self, group):
+        self.inner.add_param_group(group)
+
+
+class WithGC:
+    """Apply Gradient Centralization to the reference's own grads before its step."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.param_groups = inner.param_groups
+
+    def step(self):
+        centralize_grads(p for g in self.inner.param_groups for p in g["params"])
+        self.inner.step()
+
+    def add_param_group(self, group):
+        self.inner.add_param_group(group)
