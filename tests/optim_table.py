@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from reference import RefLARS, RefLookahead, RefRAdamLAMB, WithGC
 
 import rangerlab
+from reference import RefLARS, RefLookahead, RefRAdamLAMB, WithGC
 
 SHAPES = [(4, 3), (3,), (), (2, 3, 2, 2), (0,), (5, 2)]
 
@@ -38,8 +38,12 @@ def _gc(gc: bool, inner):
 
 def sgd(name, **kw):
     gc = kw.pop("gc", False)
-    return Case(name, lambda p: rangerlab.SGD(p, gc=gc, **kw),
-                lambda p: _gc(gc, torch.optim.SGD(p, **kw)), {**kw, "gc": gc})
+    return Case(
+        name,
+        lambda p: rangerlab.SGD(p, gc=gc, **kw),
+        lambda p: _gc(gc, torch.optim.SGD(p, **kw)),
+        {**kw, "gc": gc},
+    )
 
 
 def adam(name, **kw):
@@ -59,23 +63,38 @@ def adam(name, **kw):
 
 def radam(name, **kw):
     gc = kw.pop("gc", False)
-    return Case(name, lambda p: rangerlab.RAdam(p, gc=gc, **kw),
-                lambda p: _gc(gc, torch.optim.RAdam(p, **kw)), {**kw, "gc": gc})
+    return Case(
+        name,
+        lambda p: rangerlab.RAdam(p, gc=gc, **kw),
+        lambda p: _gc(gc, torch.optim.RAdam(p, **kw)),
+        {**kw, "gc": gc},
+    )
 
 
 def lars(name, **kw):
     gc = kw.pop("gc", False)
-    return Case(name, lambda p: rangerlab.LARS(p, gc=gc, **kw),
-                lambda p: _gc(gc, RefLARS(p, **kw)), {**kw, "gc": gc})
+    return Case(
+        name,
+        lambda p: rangerlab.LARS(p, gc=gc, **kw),
+        lambda p: _gc(gc, RefLARS(p, **kw)),
+        {**kw, "gc": gc},
+    )
 
 
 def ranger(name, k=6, alpha=0.5, gc=True, **kw):
     return Case(
         name,
         lambda p: rangerlab.Ranger(p, k=k, alpha=alpha, gc=gc, **kw),
-        lambda p: RefLookahead(_gc(gc, torch.optim.RAdam(
-            p, **{"betas": (0.95, 0.999), "eps": 1e-5, **kw}, decoupled_weight_decay=True)),
-            k, alpha),
+        lambda p: RefLookahead(
+            _gc(
+                gc,
+                torch.optim.RAdam(
+                    p, **{"betas": (0.95, 0.999), "eps": 1e-5, **kw}, decoupled_weight_decay=True
+                ),
+            ),
+            k,
+            alpha,
+        ),
         {**kw, "k": k, "alpha": alpha, "gc": gc},
         lookahead=True,
     )
@@ -115,8 +134,14 @@ CASES = [
     radam("radam-decoupled-gc", lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, gc=True),
     radam("radam-short-beta2", lr=1e-2, betas=(0.9, 0.9)),
     lars("lars", lr=0.5, trust_coefficient=0.02),
-    lars("lars-nesterov-wd", lr=0.5, momentum=0.9, nesterov=True, weight_decay=1e-3,
-         trust_coefficient=0.02),
+    lars(
+        "lars-nesterov-wd",
+        lr=0.5,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=1e-3,
+        trust_coefficient=0.02,
+    ),
     lars("larc-clip", lr=0.5, clip=True, weight_decay=1e-2, trust_coefficient=0.5),
     lars("lars-dampening-gc", lr=0.3, dampening=0.2, trust_coefficient=0.05, gc=True),
     ranger("ranger", lr=1e-2),
@@ -138,16 +163,17 @@ def initial_tensors(dtype=torch.float64, seed=0) -> list[torch.Tensor]:
 def _targets(dtype):
     gen = torch.Generator().manual_seed(1234)
     targets = [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in SHAPES]
-    scales = [(torch.rand(s, generator=gen, dtype=torch.float64) + 0.5).to(dtype)
-              for s in SHAPES]
+    scales = [(torch.rand(s, generator=gen, dtype=torch.float64) + 0.5).to(dtype) for s in SHAPES]
     return targets, scales
 
 
 def gradients(params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The gradient of sum(c*logcosh(p - t) + 0.15*(p - t)^2): smooth, non-quadratic, per element."""
+    """Gradient of sum(c*logcosh(p - t) + 0.15*(p - t)^2): smooth, non-quadratic, per element."""
     targets, scales = _targets(params[0].dtype)
-    return [c * torch.tanh(p.detach() - t) + 0.3 * (p.detach() - t)
-            for p, t, c in zip(params, targets, scales)]
+    return [
+        c * torch.tanh(p.detach() - t) + 0.3 * (p.detach() - t)
+        for p, t, c in zip(params, targets, scales)
+    ]
 
 
 def make_params(dtype=torch.float64, seed=0) -> list[torch.nn.Parameter]:

@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 
 def centralize_grads(params) -> None:
-    """Gradient Centralization on a reference optimizer's own ``p.grad`` (the reference owns them)."""
+    """Gradient Centralization of a reference optimizer's own ``p.grad`` (the reference owns it)."""
     for p in params:
         if p.grad is not None and p.grad.dim() > 1:
             dims = tuple(range(1, p.grad.dim()))
@@ -23,12 +23,33 @@ def centralize_grads(params) -> None:
 class RefLARS(Optimizer):
     """LARS/LARC per DESIGN.md: trust on (g, w), d = trust*(g + wd*w), torch-SGD momentum."""
 
-    def __init__(self, params, lr, momentum=0.9, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, trust_coefficient=0.001, eps=1e-8, clip=False, trust_ratio=True):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov,
-                                      trust_coefficient=trust_coefficient, eps=eps, clip=clip,
-                                      trust_ratio=trust_ratio))
+    def __init__(
+        self,
+        params,
+        lr,
+        momentum=0.9,
+        dampening=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        trust_coefficient=0.001,
+        eps=1e-8,
+        clip=False,
+        trust_ratio=True,
+    ):
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                trust_coefficient=trust_coefficient,
+                eps=eps,
+                clip=clip,
+                trust_ratio=trust_ratio,
+            ),
+        )
 
     @torch.no_grad()
     def step(self):
@@ -42,8 +63,11 @@ class RefLARS(Optimizer):
                 if group["trust_ratio"]:
                     w_norm, g_norm = float(p.norm()), float(g.norm())
                     if w_norm > 0 and g_norm > 0:
-                        trust = group["trust_coefficient"] * w_norm / (
-                            g_norm + wd * w_norm + group["eps"])
+                        trust = (
+                            group["trust_coefficient"]
+                            * w_norm
+                            / (g_norm + wd * w_norm + group["eps"])
+                        )
                         if group["clip"]:
                             trust = min(trust / lr, 1.0)
                 d = trust * (g + wd * p)
@@ -60,10 +84,19 @@ class RefLARS(Optimizer):
 class RefRAdamLAMB(Optimizer):
     """RangerLARS's inner step per DESIGN.md: RAdam direction, + wd*w, LAMB ratio, w -= lr*r*u."""
 
-    def __init__(self, params, lr, betas=(0.95, 0.999), eps=1e-5, weight_decay=0.0,
-                 max_weight_norm=10.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      max_weight_norm=max_weight_norm))
+    def __init__(
+        self, params, lr, betas=(0.95, 0.999), eps=1e-5, weight_decay=0.0, max_weight_norm=10.0
+    ):
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                max_weight_norm=max_weight_norm,
+            ),
+        )
 
     @torch.no_grad()
     def step(self):
@@ -83,8 +116,12 @@ class RefRAdamLAMB(Optimizer):
                 rho_inf = 2 / (1 - b2) - 1
                 rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
                 if rho_t > 5:
-                    r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
-                                  / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                    r = math.sqrt(
+                        (rho_t - 4)
+                        * (rho_t - 2)
+                        * rho_inf
+                        / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+                    )
                     u = m_hat * r * math.sqrt(1 - b2**t) / (state["v"].sqrt() + group["eps"])
                 else:
                     u = m_hat

@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 import torch
+
 from optim_table import CASES, Case, make_params, run, set_grads, torch_target
 
 STEPS = 64  # > 60, with syncs at k = 4, 5, 6 and well past RAdam's rho_t > 5 switch
@@ -18,15 +19,15 @@ cases = pytest.mark.parametrize("case", CASES, ids=str)
 
 def assert_params_close(ours, ref, rtol=RTOL, atol=ATOL):
     for i, (a, b) in enumerate(zip(ours, ref)):
-        torch.testing.assert_close(a.detach(), b.detach(), rtol=rtol, atol=atol,
-                                   msg=lambda m, i=i: f"param {i}: {m}")
+        torch.testing.assert_close(
+            a.detach(), b.detach(), rtol=rtol, atol=atol, msg=lambda m, i=i: f"param {i}: {m}"
+        )
 
 
 def snapshot(opt):
     """A deep copy of everything a step could change: params, state, group settings."""
     return copy.deepcopy(
-        ([p.detach().clone() for g in opt.param_groups for p in g["params"]],
-         opt.state_dict())
+        ([p.detach().clone() for g in opt.param_groups for p in g["params"]], opt.state_dict())
     )
 
 
@@ -83,10 +84,12 @@ def test_none_grad_is_a_no_op_for_that_tensor(case: Case):
 
 @cases
 def test_zero_dim_and_empty_params_step_without_nan(case: Case):
-    params = [torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64)),
-              torch.nn.Parameter(torch.zeros(0, dtype=torch.float64)),
-              torch.nn.Parameter(torch.zeros(3, 0, dtype=torch.float64)),
-              torch.nn.Parameter(torch.zeros((), dtype=torch.float64))]
+    params = [
+        torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64)),
+        torch.nn.Parameter(torch.zeros(0, dtype=torch.float64)),
+        torch.nn.Parameter(torch.zeros(3, 0, dtype=torch.float64)),
+        torch.nn.Parameter(torch.zeros((), dtype=torch.float64)),
+    ]
     opt = case.ours(params)
     for _ in range(8):
         for p in params:
@@ -133,8 +136,10 @@ def test_state_dict_round_trip_resumes_bit_identically(case: Case, stop_at: int)
 def test_param_groups_with_different_hyperparameters(case: Case):
     def groups(params):
         lr = case.kwargs.get("lr", 1e-3)
-        return [{"params": params[:3], "lr": lr * 0.5, "weight_decay": 0.05},
-                {"params": params[3:]}]
+        return [
+            {"params": params[:3], "lr": lr * 0.5, "weight_decay": 0.05},
+            {"params": params[3:]},
+        ]
 
     ours_p, ref_p = make_params(), make_params()
     run(case.ours(groups(ours_p)), ours_p, 30)
@@ -291,14 +296,17 @@ def test_load_state_dict_that_does_not_fit_changes_nothing(case: Case):
     with pytest.raises(ValueError, match="state"):
         opt.load_state_dict({"param_groups": good["param_groups"]})
 
-    reshaped = [torch.nn.Parameter(torch.ones(s, dtype=torch.float64))
-                for s in [(3, 4), (3,), (), (2, 3, 2, 2), (0,), (5, 2)]]
+    reshaped = [
+        torch.nn.Parameter(torch.ones(s, dtype=torch.float64))
+        for s in [(3, 4), (3,), (), (2, 3, 2, 2), (0,), (5, 2)]
+    ]
     wrong = case.ours(reshaped)
     for p in reshaped:
         p.grad = torch.full_like(p, 0.1)
     wrong.step()
-    elementwise = [name for entry in wrong.state_dict()["state"].values() for name in entry
-                   if name != "step"]
+    elementwise = [
+        name for entry in wrong.state_dict()["state"].values() for name in entry if name != "step"
+    ]
     if elementwise:  # plain SGD keeps no per-element state, so any shape fits it
         with pytest.raises(ValueError, match="shape"):
             opt.load_state_dict(wrong.state_dict())

@@ -4,8 +4,8 @@ SGD, Adam/AdamW, RAdam, LARS/LARC, Ranger, Ranger-LARS and a Lookahead wrapper f
 all ``torch.optim.Optimizer`` subclasses built from the transforms in :mod:`rangerlab.transforms`.
 """
 
-from . import transforms
-from .optim import SGD, LARS, Adam, Chain, Lookahead, RAdam, Ranger, RangerLARS
+from . import amp, transforms
+from .optim import LARS, SGD, Adam, Chain, Lookahead, RAdam, Ranger, RangerLARS
 
 __version__ = "0.1.0"
 
@@ -18,5 +18,6 @@ __all__ = [
     "RAdam",
     "Ranger",
     "RangerLARS",
+    "amp",
     "transforms",
 ]

@@ -2,8 +2,8 @@
 
 Every transform does its maths once, over lists of tensors, through an ``ops`` object:
 
-* :data:`FOREACH` maps each operation to one ``torch._foreach_*`` call (one kernel launch per list on
-  CUDA, one dispatch per list on CPU);
+* :data:`FOREACH` maps each operation to one ``torch._foreach_*`` call (one kernel launch per
+  list on CUDA, one dispatch per list on CPU);
 * :data:`LOOP` runs the same operation tensor by tensor, for tensors that foreach kernels do not
   accept (tensor subclasses such as DTensor, exotic devices) and as the reference the list path is
   tested against.
@@ -15,12 +15,11 @@ value such as a trust ratio on the device: no host synchronisation).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 from torch import Tensor
 
-Scalars = Union[float, Sequence[float], Sequence[Tensor]]
+Scalars = float | Sequence[float] | Sequence[Tensor]
 
 
 def _each(value: Scalars, n: int) -> Sequence:
@@ -133,7 +132,7 @@ class _Foreach:
 
 LOOP = _Loop()
 FOREACH = _Foreach()
-Ops = Union[_Loop, _Foreach]
+Ops = _Loop | _Foreach
 
 _FOREACH_DEVICES = {"cpu", "cuda", "xpu", "mps"}
 

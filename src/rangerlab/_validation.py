@@ -46,7 +46,11 @@ def _betas(value: Any) -> None:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"Invalid betas: {value!r} (expected a pair (beta1, beta2))")
     for i, beta in enumerate(value):
-        if not 0.0 <= _number(f"betas[{i}]", beta) < 1.0:
+        try:
+            valid = 0.0 <= _number(f"betas[{i}]", beta) < 1.0
+        except ValueError:
+            valid = False
+        if not valid:
             raise ValueError(f"Invalid betas[{i}]: {beta!r} in betas={value!r} (must be in [0, 1))")
 
 

@@ -19,8 +19,10 @@ class Adam(Chain):
     """Adam, or AdamW with ``decoupled_weight_decay=True``; torch.optim.Adam/AdamW's trajectory.
 
     .. math::
-        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g,\\quad v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g^2,\\quad
-        w \\leftarrow w - \\text{lr}\\,\\frac{m_t/(1-\\beta_1^t)}{\\sqrt{v_t/(1-\\beta_2^t)}+\\epsilon}
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g,\\quad
+        v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g^2,\\quad
+        w \\leftarrow w - \\text{lr}\\,
+        \\frac{m_t/(1-\\beta_1^t)}{\\sqrt{v_t/(1-\\beta_2^t)}+\\epsilon}
 
     Weight decay ``lambda`` is added to ``g`` (L2) or, decoupled, as ``w <- w - lr*lambda*w``.
     With ``gc=True`` the raw gradient is centralized first.
@@ -60,7 +62,16 @@ class Adam(Chain):
         skip_nonfinite: bool = False,
     ):
         super().__init__(
-            params, adam_chain, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay, gc=gc, foreach=foreach, fused=fused,
-            master_weights=master_weights, skip_nonfinite=skip_nonfinite,
+            params,
+            adam_chain,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            gc=gc,
+            foreach=foreach,
+            fused=fused,
+            master_weights=master_weights,
+            skip_nonfinite=skip_nonfinite,
         )

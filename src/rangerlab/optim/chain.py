@@ -5,19 +5,19 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .._ops import pick_ops
+from .._ops import foreach_supported, pick_ops
 from .._validation import check_group
 from ..transforms.base import Context, Transform
 from ..transforms.lookahead import COUNTER
 from . import _state
 
-ChainSpec = Union[Sequence[Transform], Callable[[dict], Sequence[Transform]]]
+ChainSpec = Sequence[Transform] | Callable[[dict], Sequence[Transform]]
 
 #: Settings every chain understands, beside what its transforms declare.
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -70,7 +70,9 @@ class Chain(Optimizer):
     (``master_param``) so updates below bf16's resolution accumulate instead of being lost.
 
     ``skip_nonfinite=True`` skips a whole step whose gradients hold inf or NaN (one host
-    synchronisation per step), counts it in :attr:`skipped_steps` and warns once.
+    synchronisation per step), sets :attr:`last_step_skipped`, counts it in
+    :attr:`skipped_steps` and warns once. With the default ``False`` torch's semantics hold (the
+    step is taken).
 
     Example (LAMB, built without a new class)::
 
@@ -103,6 +105,7 @@ class Chain(Optimizer):
                 f"fused=True: {type(self).__name__} has no fused kernel yet; use fused=None"
             )
         self.skipped_steps = 0
+        self.last_step_skipped = False
         super().__init__(params, defaults)
 
     # -- param groups ---------------------------------------------------------------------------
@@ -126,7 +129,7 @@ class Chain(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -138,7 +141,8 @@ class Chain(Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             work.append((group, params))
-        if self._has_nonfinite(work):
+        self.last_step_skipped = self._has_nonfinite(work)
+        if self.last_step_skipped:
             self._skip()
             return loss
         for group, params in work:
@@ -191,12 +195,21 @@ class Chain(Optimizer):
     # -- non-finite guard -----------------------------------------------------------------------
 
     def _has_nonfinite(self, work: list[tuple[dict, list]]) -> bool:
-        grads = [p.grad for group, params in work if group["skip_nonfinite"] for p in params]
-        if not grads:
-            return False
-        flags = [torch.stack(torch._foreach_norm(b, ord=float("inf"))).isfinite().all()
-                 for b in _buckets(grads)]
-        return not bool(torch.stack([f.cpu() for f in flags]).all())
+        grads = [
+            p.grad
+            for group, params in work
+            if group["skip_nonfinite"]
+            for p in params
+            if p.grad.numel()
+        ]
+        flags = []
+        for bucket in _buckets(grads):
+            if foreach_supported(bucket):
+                norms = torch._foreach_norm(bucket, ord=float("inf"))
+                flags.append(torch.stack(norms).isfinite().all())
+            else:
+                flags.extend(torch.isfinite(g).all() for g in bucket)
+        return bool(flags) and not bool(torch.stack([f.cpu() for f in flags]).all())
 
     def _skip(self) -> None:
         self.skipped_steps += 1
@@ -241,8 +254,12 @@ class Chain(Optimizer):
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_transforms": self._transforms,
-                "skipped_steps": self.skipped_steps}
+        return {
+            **super().__getstate__(),
+            "_transforms": self._transforms,
+            "skipped_steps": self.skipped_steps,
+            "last_step_skipped": self.last_step_skipped,
+        }
 
 
 def _buckets(params: list[Tensor]) -> list[list[Tensor]]:
@@ -250,4 +267,3 @@ def _buckets(params: list[Tensor]) -> list[list[Tensor]]:
     for p in params:
         by_kind.setdefault((p.device, p.dtype), []).append(p)
     return list(by_kind.values())
-

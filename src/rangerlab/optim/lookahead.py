@@ -84,7 +84,7 @@ class Lookahead(Optimizer):
     # -- the step -------------------------------------------------------------------------------
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Step the wrapped optimizer, then synchronise where the counter reaches a multiple of k."""
+        """Step the wrapped optimizer, then synchronise the groups whose k divides the counter."""
         fresh = [
             p
             for group in self.param_groups
@@ -106,7 +106,9 @@ class Lookahead(Optimizer):
         return loss
 
     def _sync(self, group: dict[str, Any]) -> None:
-        params = [p for p in group["params"] if p.grad is not None and SLOW in self.state.get(p, {})]
+        params = [
+            p for p in group["params"] if p.grad is not None and SLOW in self.state.get(p, {})
+        ]
         for bucket in _buckets(params):
             slow = [self.state[p][SLOW] for p in bucket]
             ops = pick_ops(group.get("foreach"), bucket)
@@ -123,7 +125,7 @@ class Lookahead(Optimizer):
     # -- state ----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The wrapped optimizer's state dict, with the slow weights as each parameter's ``slow_param``."""
+        """The wrapped optimizer's state dict plus the slow weights (``slow_param``)."""
 
         def build() -> dict[str, Any]:
             inner = self.optimizer.state_dict()
@@ -163,13 +165,23 @@ class Lookahead(Optimizer):
     def slow_weights(self) -> AbstractContextManager[None]:
         """Context manager: evaluate on the slow weights; the fast weights come back after."""
         return _state.swapped_in(
-            [(p, self.state[p][SLOW]) for g in self.param_groups for p in g["params"]
-             if SLOW in self.state.get(p, {})]
+            [
+                (p, self.state[p][SLOW])
+                for g in self.param_groups
+                for p in g["params"]
+                if SLOW in self.state.get(p, {})
+            ]
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"defaults": self.defaults, "state": self.state, "optimizer": self.optimizer,
-                "_initialized": True}
+        return {
+            "defaults": self.defaults,
+            "state": self.state,
+            "optimizer": self.optimizer,
+            "_initialized": True,
+        }
 
     def __repr__(self) -> str:
-        return f"Lookahead({self.optimizer!r}, k={self.defaults['k']}, alpha={self.defaults['alpha']})"
+        return (
+            f"Lookahead({self.optimizer!r}, k={self.defaults['k']}, alpha={self.defaults['alpha']})"
+        )

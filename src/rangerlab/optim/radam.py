@@ -65,7 +65,16 @@ class RAdam(Chain):
         skip_nonfinite: bool = False,
     ):
         super().__init__(
-            params, radam_chain, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay, gc=gc, foreach=foreach, fused=fused,
-            master_weights=master_weights, skip_nonfinite=skip_nonfinite,
+            params,
+            radam_chain,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            gc=gc,
+            foreach=foreach,
+            fused=fused,
+            master_weights=master_weights,
+            skip_nonfinite=skip_nonfinite,
         )

@@ -46,7 +46,7 @@ class Ranger(Chain):
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0])); w.grad = torch.tensor([2.0])
-        >>> opt = Ranger([w], lr=0.1, k=1, alpha=0.5); opt.step(); w  # RAdam to 0.8, then halfway back
+        >>> opt = Ranger([w], lr=0.1, k=1, alpha=0.5); opt.step(); w  # to 0.8, then halfway back
         Parameter containing: tensor([0.9000], requires_grad=True)
 
     References:
@@ -72,8 +72,18 @@ class Ranger(Chain):
         skip_nonfinite: bool = False,
     ):
         super().__init__(
-            params, ranger_chain, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, k=k,
-            alpha=alpha, gc=gc, foreach=foreach, fused=fused, master_weights=master_weights,
+            params,
+            ranger_chain,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            k=k,
+            alpha=alpha,
+            gc=gc,
+            foreach=foreach,
+            fused=fused,
+            master_weights=master_weights,
             skip_nonfinite=skip_nonfinite,
         )
 
@@ -126,8 +136,19 @@ class RangerLARS(Chain):
         skip_nonfinite: bool = False,
     ):
         super().__init__(
-            params, ranger_lars_chain, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-            k=k, alpha=alpha, gc=gc, max_weight_norm=max_weight_norm, trust_ratio=True,
-            foreach=foreach, fused=fused, master_weights=master_weights,
+            params,
+            ranger_lars_chain,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            k=k,
+            alpha=alpha,
+            gc=gc,
+            max_weight_norm=max_weight_norm,
+            trust_ratio=True,
+            foreach=foreach,
+            fused=fused,
+            master_weights=master_weights,
             skip_nonfinite=skip_nonfinite,
         )

@@ -57,7 +57,16 @@ class SGD(Chain):
         skip_nonfinite: bool = False,
     ):
         super().__init__(
-            params, sgd_chain, lr=lr, momentum=momentum, dampening=dampening,
-            weight_decay=weight_decay, nesterov=nesterov, gc=gc, foreach=foreach, fused=fused,
-            master_weights=master_weights, skip_nonfinite=skip_nonfinite,
+            params,
+            sgd_chain,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            gc=gc,
+            foreach=foreach,
+            fused=fused,
+            master_weights=master_weights,
+            skip_nonfinite=skip_nonfinite,
         )

@@ -13,7 +13,10 @@ from .base import Context, Transform
 
 
 def update_moments(updates: list[Tensor], ctx: Context) -> tuple[list[Tensor], list[Tensor]]:
-    """Advance Adam's EMAs in place and return them: ``m <- b1 m + (1-b1) u``, ``v <- b2 v + (1-b2) u^2``."""
+    """Advance Adam's EMAs in place and return them.
+
+    ``m <- b1 m + (1-b1) u``, ``v <- b2 v + (1-b2) u^2``.
+    """
     beta1, beta2 = ctx.group["betas"]
     exp_avg, exp_avg_sq = ctx.state("exp_avg"), ctx.state("exp_avg_sq")
     ctx.ops.lerp_(exp_avg, updates, 1.0 - beta1)

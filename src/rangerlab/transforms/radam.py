@@ -23,9 +23,7 @@ def rectification(step: int, beta2: float) -> float | None:
     rho_t = rho_inf - 2.0 * step * (beta2**step) / bias_correction2
     if rho_t <= 5.0:
         return None
-    return math.sqrt(
-        (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-    )
+    return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
 
 
 class ScaleByRAdam(Transform):

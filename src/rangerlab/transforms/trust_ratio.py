@@ -33,9 +33,9 @@ class ScaleByLARS(Transform):
         u \\leftarrow \\text{trust} \\cdot (g + \\lambda w)
 
     ``trust`` is 1 where ``||w||`` or ``||g||`` is 0. With ``clip`` (LARC) it becomes
-    ``min(trust / lr, 1)``, so the effective rate ``lr * trust`` never exceeds ``lr``. In a group whose
-    ``trust_ratio`` is false (biases and norm weights, by the SimCLR convention) the update is just
-    ``g + lambda * w``. ``eta`` is ``trust_coefficient``, ``lambda`` is ``weight_decay``.
+    ``min(trust / lr, 1)``, so the effective rate ``lr * trust`` never exceeds ``lr``. In a group
+    whose ``trust_ratio`` is false (biases and norm weights, by the SimCLR convention) the update
+    is just ``g + lambda * w``. ``eta`` is ``trust_coefficient``, ``lambda`` is ``weight_decay``.
 
     References:
         You, Gitman, Ginsburg. "Large Batch Training of Convolutional Networks", 2017.
@@ -96,7 +96,9 @@ class ScaleByTrustRatio(Transform):
 
         def ratio(w_norm: Tensor, u_norm: Tensor) -> Tensor:
             capped = w_norm if cap is None else torch.clamp(w_norm, max=cap)
-            return torch.where((w_norm > 0) & (u_norm > 0), capped / u_norm, torch.ones_like(u_norm))
+            return torch.where(
+                (w_norm > 0) & (u_norm > 0), capped / u_norm, torch.ones_like(u_norm)
+            )
 
         ops.mul_(updates, per_tensor(ops, ratio, ops.norm(ctx.params), ops.norm(updates)))
         return updates

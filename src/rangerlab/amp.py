@@ -1,0 +1,59 @@
+"""Mixed-precision helpers: know whether a step was taken, and keep schedulers in step with it.
+
+``torch.amp.GradScaler.step`` silently skips ``optimizer.step()`` when the scaled gradients hold
+inf or NaN (and then lowers the scale). An LR scheduler stepped unconditionally after it drifts
+ahead of the optimizer by one step per skip. :func:`scaler_step` steps the scheduler only when the
+optimizer really stepped, and tells the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def scaler_step(
+    scaler: torch.amp.GradScaler,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    **step_kwargs: Any,
+) -> bool:
+    """``scaler.step(optimizer)`` and ``scaler.update()``; then ``scheduler.step()`` if it stepped.
+
+    Works with any ``torch.optim.Optimizer``. A step counts as taken when the scaler called
+    ``optimizer.step()`` and the optimizer did not skip it itself (rangerlab's
+    ``skip_nonfinite=True`` sets ``last_step_skipped``).
+
+    Args:
+        scaler: the ``GradScaler`` the loss was scaled with.
+        optimizer: the optimizer to step.
+        scheduler: an LR scheduler to step only after a step that was taken.
+        **step_kwargs: passed to ``scaler.step``.
+
+    Returns:
+        True if the parameters were updated, False if the step was skipped.
+
+    Example::
+
+        scaler.scale(loss).backward()
+        if not rangerlab.amp.scaler_step(scaler, opt, sched):
+            print("overflow: step skipped, scale is now", scaler.get_scale())
+    """
+    if not isinstance(scaler, torch.amp.GradScaler):
+        raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    called: list[bool] = []
+    handle = optimizer.register_step_post_hook(lambda *_: called.append(True))
+    try:
+        scaler.step(optimizer, **step_kwargs)
+    finally:
+        handle.remove()
+    scaler.update()
+    taken = bool(called) and not getattr(optimizer, "last_step_skipped", False)
+    if taken and scheduler is not None:
+        scheduler.step()
+    return taken

@@ -1,0 +1,99 @@
+"""Every invalid input raises an error that names the argument and the value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import rangerlab
+from optim_table import make_params
+
+OPTIMIZERS = {
+    "SGD": lambda p, **kw: rangerlab.SGD(p, **{"lr": 0.1, **kw}),
+    "Adam": lambda p, **kw: rangerlab.Adam(p, **kw),
+    "RAdam": lambda p, **kw: rangerlab.RAdam(p, **kw),
+    "LARS": lambda p, **kw: rangerlab.LARS(p, **{"lr": 0.1, **kw}),
+    "Ranger": lambda p, **kw: rangerlab.Ranger(p, **kw),
+    "RangerLARS": lambda p, **kw: rangerlab.RangerLARS(p, **kw),
+}
+ACCEPTS = {
+    "lr": set(OPTIMIZERS),
+    "weight_decay": set(OPTIMIZERS),
+    "betas": {"Adam", "RAdam", "Ranger", "RangerLARS"},
+    "eps": {"Adam", "RAdam", "LARS", "Ranger", "RangerLARS"},
+    "momentum": {"SGD", "LARS"},
+    "trust_coefficient": {"LARS"},
+    "k": {"Ranger", "RangerLARS"},
+    "alpha": {"Ranger", "RangerLARS"},
+    "max_weight_norm": {"RangerLARS"},
+}
+BAD = [
+    ("lr", -0.1),
+    ("lr", math.nan),
+    ("weight_decay", -1e-4),
+    ("weight_decay", math.nan),
+    ("betas", (1.0, 0.999)),
+    ("betas", (0.9, -0.1)),
+    ("betas", (0.9, math.nan)),
+    ("betas", 0.9),
+    ("eps", -1e-8),
+    ("momentum", -0.9),
+    ("trust_coefficient", 0.0),
+    ("trust_coefficient", -1.0),
+    ("k", 0),
+    ("k", -3),
+    ("k", 2.0),
+    ("k", True),
+    ("alpha", 0.0),
+    ("alpha", 1.5),
+    ("alpha", math.nan),
+    ("max_weight_norm", 0.0),
+]
+CASES = [(name, key, value) for key, value in BAD for name in sorted(ACCEPTS[key])]
+
+
+@pytest.mark.parametrize(("name", "key", "value"), CASES, ids=[f"{n}-{k}={v}" for n, k, v in CASES])
+def test_invalid_hyperparameter_names_argument_and_value(name, key, value):
+    with pytest.raises(ValueError) as info:
+        OPTIMIZERS[name](make_params(), **{key: value})
+    message = str(info.value)
+    assert key in message and repr(value) in message
+
+
+@pytest.mark.parametrize("name", ["SGD", "LARS"])
+def test_nesterov_needs_momentum(name):
+    with pytest.raises(ValueError, match="nesterov"):
+        OPTIMIZERS[name](make_params(), momentum=0.0, nesterov=True)
+    with pytest.raises(ValueError, match="nesterov"):
+        OPTIMIZERS[name](make_params(), momentum=0.9, dampening=0.1, nesterov=True)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_invalid_value_in_a_param_group_is_refused(name):
+    params = make_params()
+    opt = OPTIMIZERS[name](params[:2])
+    with pytest.raises(ValueError, match="lr: -1"):
+        opt.add_param_group({"params": params[2:], "lr": -1})
+    assert len(opt.param_groups) == 1
+    with pytest.raises(ValueError, match="weight_decay: -0.5"):
+        OPTIMIZERS[name]([{"params": params[:2], "weight_decay": -0.5}])
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_sparse_gradients_are_refused(name):
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    opt = OPTIMIZERS[name](emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    before = emb.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    assert torch.equal(emb.weight.detach(), before)
+
+
+def test_lr_is_required_where_torch_requires_it():
+    with pytest.raises(TypeError):
+        rangerlab.SGD(make_params())
+    with pytest.raises(TypeError):
+        rangerlab.LARS(make_params())
