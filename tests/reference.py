@@ -85,7 +85,14 @@ class RefRAdamLAMB(Optimizer):
     """RangerLARS's inner step per DESIGN.md: RAdam direction, + wd*w, LAMB ratio, w -= lr*r*u."""
 
     def __init__(
-        self, params, lr, betas=(0.95, 0.999), eps=1e-5, weight_decay=0.0, max_weight_norm=10.0
+        self,
+        params,
+        lr,
+        betas=(0.95, 0.999),
+        eps=1e-5,
+        weight_decay=0.0,
+        max_weight_norm=10.0,
+        trust_ratio=True,
     ):
         super().__init__(
             params,
@@ -95,6 +102,7 @@ class RefRAdamLAMB(Optimizer):
                 eps=eps,
                 weight_decay=weight_decay,
                 max_weight_norm=max_weight_norm,
+                trust_ratio=trust_ratio,
             ),
         )
 
@@ -129,7 +137,7 @@ class RefRAdamLAMB(Optimizer):
                 w_norm, u_norm = float(p.norm()), float(u.norm())
                 cap = group["max_weight_norm"]
                 ratio = 1.0
-                if w_norm > 0 and u_norm > 0:
+                if group["trust_ratio"] and w_norm > 0 and u_norm > 0:
                     ratio = (w_norm if cap is None else min(w_norm, cap)) / u_norm
                 p.sub_(group["lr"] * ratio * u)
 

@@ -9,7 +9,9 @@ import pickle
 import pytest
 import torch
 
+import rangerlab
 from optim_table import CASES, Case, make_params, run, set_grads, torch_target
+from reference import RefLARS, RefLookahead, RefRAdamLAMB
 
 STEPS = 64  # > 60, with syncs at k = 4, 5, 6 and well past RAdam's rho_t > 5 switch
 RTOL, ATOL = 1e-9, 1e-12
@@ -311,3 +313,44 @@ def test_load_state_dict_that_does_not_fit_changes_nothing(case: Case):
         with pytest.raises(ValueError, match="shape"):
             opt.load_state_dict(wrong.state_dict())
     assert_same_snapshot(before, snapshot(opt))
+
+
+def test_torch_adam_state_dict_loads_into_rangerlab_adam():
+    """Same state names as torch (step, exp_avg, exp_avg_sq): a torch checkpoint resumes here."""
+    a, b = make_params(), make_params()
+    torch_opt = torch.optim.Adam(a, lr=1e-2)
+    run(torch_opt, a, 5)
+    ours = rangerlab.Adam(b, lr=1e-2)
+    for x, y in zip(a, b):
+        y.data.copy_(x.data)
+    ours.load_state_dict(torch_opt.state_dict())
+    run(torch_opt, a, 10)
+    run(ours, b, 10)
+    assert_params_close(b, a)
+
+
+@pytest.mark.parametrize(
+    ("ours", "ref"),
+    [
+        (
+            lambda g: rangerlab.LARS(g, lr=0.5, trust_coefficient=0.02, weight_decay=1e-3),
+            lambda g: RefLARS(g, lr=0.5, trust_coefficient=0.02, weight_decay=1e-3),
+        ),
+        (
+            lambda g: rangerlab.RangerLARS(g, lr=1e-2, weight_decay=0.1, gc=False),
+            lambda g: RefLookahead(RefRAdamLAMB(g, lr=1e-2, weight_decay=0.1), 6, 0.5),
+        ),
+    ],
+    ids=["lars", "ranger_lars"],
+)
+def test_groups_without_trust_ratio_skip_the_layer_wise_scaling(ours, ref):
+    """The SimCLR convention: biases and norm weights in a group with trust_ratio=False."""
+
+    def groups(params):
+        plain = {"params": params[1:3], "weight_decay": 0.0, "trust_ratio": False}
+        return [{"params": params[:1] + params[3:]}, plain]
+
+    a, b = make_params(), make_params()
+    run(ours(groups(a)), a, 40)
+    run(ref(groups(b)), b, 40)
+    assert_params_close(a, b)

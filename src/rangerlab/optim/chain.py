@@ -231,6 +231,9 @@ class Chain(Optimizer):
         """
         _state.check_state_dict(self, state_dict)
         super().load_state_dict(state_dict)
+        for group in self.param_groups:  # a state dict from an older or foreign optimizer
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
         saved = state_dict["state"]
         saved_ids = (i for g in state_dict["param_groups"] for i in g["params"])
         params = (p for g in self.param_groups for p in g["params"])
