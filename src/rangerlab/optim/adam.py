@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..transforms import add_decayed_weights, centralize, scale_by_adam
-from .chain import Chain
+from .chain import Chain, settings
 
 
 def adam_chain(group: dict) -> list:
@@ -61,17 +61,4 @@ class Adam(Chain):
         master_weights: bool = False,
         skip_nonfinite: bool = False,
     ):
-        super().__init__(
-            params,
-            adam_chain,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            gc=gc,
-            foreach=foreach,
-            fused=fused,
-            master_weights=master_weights,
-            skip_nonfinite=skip_nonfinite,
-        )
+        super().__init__(params, adam_chain, **settings(locals()))

@@ -29,6 +29,11 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
+def settings(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A preset constructor's arguments (its ``locals()``) as param-group defaults."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "params", "__class__")}
+
+
 def declared_hyperparams(transforms: Sequence[Transform]) -> dict[str, Any]:
     """The group keys a chain reads, with defaults (the first transform to declare a key wins)."""
     out: dict[str, Any] = {}

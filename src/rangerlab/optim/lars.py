@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..transforms import centralize, momentum, scale_by_lars
-from .chain import Chain
+from .chain import Chain, settings
 
 
 def lars_chain(group: dict) -> list:
@@ -68,21 +68,4 @@ class LARS(Chain):
         master_weights: bool = False,
         skip_nonfinite: bool = False,
     ):
-        super().__init__(
-            params,
-            lars_chain,
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            trust_coefficient=trust_coefficient,
-            eps=eps,
-            clip=clip,
-            trust_ratio=True,
-            gc=gc,
-            foreach=foreach,
-            fused=fused,
-            master_weights=master_weights,
-            skip_nonfinite=skip_nonfinite,
-        )
+        super().__init__(params, lars_chain, **settings(locals()), trust_ratio=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..transforms import add_decayed_weights, centralize, scale_by_radam
-from .chain import Chain
+from .chain import Chain, settings
 
 
 def radam_chain(group: dict) -> list:
@@ -64,17 +64,4 @@ class RAdam(Chain):
         master_weights: bool = False,
         skip_nonfinite: bool = False,
     ):
-        super().__init__(
-            params,
-            radam_chain,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            gc=gc,
-            foreach=foreach,
-            fused=fused,
-            master_weights=master_weights,
-            skip_nonfinite=skip_nonfinite,
-        )
+        super().__init__(params, radam_chain, **settings(locals()))

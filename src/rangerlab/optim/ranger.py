@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..transforms import lookahead, scale_by_trust_ratio
-from .chain import Chain
+from .chain import Chain, settings
 from .radam import radam_chain
 
 
@@ -71,21 +71,7 @@ class Ranger(Chain):
         master_weights: bool = False,
         skip_nonfinite: bool = False,
     ):
-        super().__init__(
-            params,
-            ranger_chain,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            k=k,
-            alpha=alpha,
-            gc=gc,
-            foreach=foreach,
-            fused=fused,
-            master_weights=master_weights,
-            skip_nonfinite=skip_nonfinite,
-        )
+        super().__init__(params, ranger_chain, **settings(locals()))
 
 
 class RangerLARS(Chain):
@@ -135,20 +121,4 @@ class RangerLARS(Chain):
         master_weights: bool = False,
         skip_nonfinite: bool = False,
     ):
-        super().__init__(
-            params,
-            ranger_lars_chain,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            k=k,
-            alpha=alpha,
-            gc=gc,
-            max_weight_norm=max_weight_norm,
-            trust_ratio=True,
-            foreach=foreach,
-            fused=fused,
-            master_weights=master_weights,
-            skip_nonfinite=skip_nonfinite,
-        )
+        super().__init__(params, ranger_lars_chain, **settings(locals()), trust_ratio=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..transforms import add_decayed_weights, centralize, momentum
-from .chain import Chain
+from .chain import Chain, settings
 
 
 def sgd_chain(group: dict) -> list:
@@ -56,17 +56,4 @@ class SGD(Chain):
         master_weights: bool = False,
         skip_nonfinite: bool = False,
     ):
-        super().__init__(
-            params,
-            sgd_chain,
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            gc=gc,
-            foreach=foreach,
-            fused=fused,
-            master_weights=master_weights,
-            skip_nonfinite=skip_nonfinite,
-        )
+        super().__init__(params, sgd_chain, **settings(locals()))

@@ -25,15 +25,23 @@ def update_moments(updates: list[Tensor], ctx: Context) -> tuple[list[Tensor], l
     return exp_avg, exp_avg_sq
 
 
-def zero_moments(param: Tensor) -> dict[str, Tensor]:
-    """Fresh first and second moments shaped like ``param``."""
-    return {
-        "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
-        "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
-    }
+class AdamMoments(Transform):
+    """Base of the transforms built on Adam's moments: declares ``betas``, ``eps`` and the state.
+
+    State: ``exp_avg``, ``exp_avg_sq`` (the names torch uses, so torch.optim.Adam state loads).
+    """
+
+    hyperparams = {"betas": (0.9, 0.999), "eps": 1e-8}
+    state_keys = ("exp_avg", "exp_avg_sq")
+
+    def init(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
+        return {
+            key: torch.zeros_like(param, memory_format=torch.preserve_format)
+            for key in self.state_keys
+        }
 
 
-class ScaleByAdam(Transform):
+class ScaleByAdam(AdamMoments):
     """Adam's direction, exactly as torch.optim.Adam computes it.
 
     .. math::
@@ -41,17 +49,9 @@ class ScaleByAdam(Transform):
         v_t = \\beta_2 v_{t-1} + (1-\\beta_2) u_t^2,\\quad
         u \\leftarrow \\frac{m_t / (1-\\beta_1^t)}{\\sqrt{v_t / (1-\\beta_2^t)} + \\epsilon}
 
-    State: ``exp_avg``, ``exp_avg_sq`` (the names torch uses, so torch.optim.Adam state loads).
-
     References:
         Kingma, Ba. "Adam: A Method for Stochastic Optimization", ICLR 2015. arXiv:1412.6980.
     """
-
-    hyperparams = {"betas": (0.9, 0.999), "eps": 1e-8}
-    state_keys = ("exp_avg", "exp_avg_sq")
-
-    def init(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
-        return zero_moments(param)
 
     def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
         beta1, beta2 = ctx.group["betas"]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 from torch import Tensor
 
-from .adam import update_moments, zero_moments
-from .base import Context, Transform
+from .adam import AdamMoments, update_moments
+from .base import Context
 
 
 def rectification(step: int, beta2: float) -> float | None:
@@ -26,7 +24,7 @@ def rectification(step: int, beta2: float) -> float | None:
     return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
 
 
-class ScaleByRAdam(Transform):
+class ScaleByRAdam(AdamMoments):
     """RAdam's direction, exactly as torch.optim.RAdam computes it (its displacement over lr).
 
     With Adam's moments ``m_t, v_t`` and ``m_hat = m_t / (1 - beta1^t)``:
@@ -43,12 +41,6 @@ class ScaleByRAdam(Transform):
         Liu, Jiang, He, Chen, Liu, Gao, Han. "On the Variance of the Adaptive Learning Rate and
         Beyond", ICLR 2020. arXiv:1908.03265.
     """
-
-    hyperparams = {"betas": (0.9, 0.999), "eps": 1e-8}
-    state_keys = ("exp_avg", "exp_avg_sq")
-
-    def init(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
-        return zero_moments(param)
 
     def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
         beta1, beta2 = ctx.group["betas"]
