@@ -38,9 +38,12 @@ class Adam(Chain):
         foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
 
     Example:
-        >>> w = torch.nn.Parameter(torch.tensor([1.0])); w.grad = torch.tensor([2.0])
-        >>> Adam([w], lr=0.1).step(); w  # first Adam step moves by lr*sign(g)
-        Parameter containing: tensor([0.9000], requires_grad=True)
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> w.grad = torch.tensor([2.0])
+        >>> Adam([w], lr=0.1).step()  # first Adam step moves by lr*sign(g)
+        >>> w.detach()
+        tensor([0.9000])
 
     References:
         Kingma, Ba, ICLR 2015 (arXiv:1412.6980); Loshchilov, Hutter, ICLR 2019 (arXiv:1711.05101).

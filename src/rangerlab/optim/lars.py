@@ -41,9 +41,12 @@ class LARS(Chain):
         foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
 
     Example:
-        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0])); w.grad = torch.tensor([0.0, 1.0])
-        >>> LARS([w], lr=1.0, momentum=0.0, trust_coefficient=0.1).step(); w  # trust=.1*5/1
-        Parameter containing: tensor([3.0000, 3.5000], requires_grad=True)
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+        >>> w.grad = torch.tensor([0.0, 1.0])
+        >>> LARS([w], lr=1.0, momentum=0.0, trust_coefficient=0.1).step()  # trust=.1*5/1
+        >>> w.detach()
+        tensor([3.0000, 3.5000])
 
     References:
         You, Gitman, Ginsburg. "Large Batch Training of Convolutional Networks", 2017.

@@ -40,9 +40,12 @@ class RAdam(Chain):
         foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
 
     Example:
-        >>> w = torch.nn.Parameter(torch.tensor([1.0])); w.grad = torch.tensor([2.0])
-        >>> RAdam([w], lr=0.1).step(); w  # step 1: rho_1 <= 5, so w -= lr * m_hat = lr * g
-        Parameter containing: tensor([0.8000], requires_grad=True)
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> w.grad = torch.tensor([2.0])
+        >>> RAdam([w], lr=0.1).step()  # step 1: rho_1 <= 5, so w -= lr * m_hat = lr * g
+        >>> w.detach()
+        tensor([0.8000])
 
     References:
         Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020.

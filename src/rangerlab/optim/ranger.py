@@ -45,9 +45,13 @@ class Ranger(Chain):
     ``with opt.slow_weights(): ...`` evaluates on the slow weights.
 
     Example:
-        >>> w = torch.nn.Parameter(torch.tensor([1.0])); w.grad = torch.tensor([2.0])
-        >>> opt = Ranger([w], lr=0.1, k=1, alpha=0.5); opt.step(); w  # to 0.8, then halfway back
-        Parameter containing: tensor([0.9000], requires_grad=True)
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> w.grad = torch.tensor([2.0])
+        >>> opt = Ranger([w], lr=0.1, k=1, alpha=0.5)
+        >>> opt.step()  # to 0.8, then halfway back
+        >>> w.detach()
+        tensor([0.9000])
 
     References:
         Wright, Ranger (github.com/lessw2020/Ranger-Deep-Learning-Optimizer), 2019;
@@ -95,9 +99,12 @@ class RangerLARS(Chain):
         foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
 
     Example:
-        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0])); w.grad = torch.tensor([1.0, 0.0])
-        >>> RangerLARS([w], lr=0.1, k=1, alpha=1.0).step(); w  # ||w||=5, so a step of lr*5 along -g
-        Parameter containing: tensor([2.5000, 4.0000], requires_grad=True)
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+        >>> w.grad = torch.tensor([1.0, 0.0])
+        >>> RangerLARS([w], lr=0.1, k=1, alpha=1.0).step()  # ||w||=5, so a step of lr*5 along -g
+        >>> w.detach()
+        tensor([2.5000, 4.0000])
 
     References:
         You et al. ICLR 2020 (LAMB, arXiv:1904.00962); Grankin, over9000

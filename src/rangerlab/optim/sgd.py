@@ -33,9 +33,12 @@ class SGD(Chain):
         foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
 
     Example:
-        >>> w = torch.nn.Parameter(torch.tensor([1.0])); w.grad = torch.tensor([2.0])
-        >>> SGD([w], lr=0.1).step(); w
-        Parameter containing: tensor([0.8000], requires_grad=True)
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> w.grad = torch.tensor([2.0])
+        >>> SGD([w], lr=0.1).step()
+        >>> w.detach()
+        tensor([0.8000])
 
     References:
         Robbins, Monro 1951; Sutskever et al., ICML 2013 (momentum); torch.optim.SGD.

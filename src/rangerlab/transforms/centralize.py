@@ -15,6 +15,7 @@ def centralized(grad: Tensor) -> Tensor:
     returned unchanged (as a copy).
 
     Example:
+        >>> import torch
         >>> centralized(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
         tensor([[-0.5000,  0.5000],
                 [-0.5000,  0.5000]])
