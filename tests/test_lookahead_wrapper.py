@@ -135,3 +135,16 @@ def test_slow_weights_start_at_the_weights_before_the_first_update():
     y.grad = torch.tensor([1.0, 1.0])
     wrapped.step()
     assert torch.equal(wrapped.state[y]["slow_param"], torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: rangerlab.Ranger(p),
+        lambda p: rangerlab.Lookahead(torch.optim.SGD(p, lr=0.1)),
+    ],
+    ids=["ranger", "lookahead"],
+)
+def test_refuses_to_wrap_an_optimizer_that_already_runs_lookahead(make):
+    with pytest.raises(ValueError, match="already applies Lookahead"):
+        rangerlab.Lookahead(make(make_params()))

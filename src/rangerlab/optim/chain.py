@@ -14,7 +14,6 @@ from torch.optim import Optimizer
 from .._ops import foreach_supported, pick_ops
 from .._validation import check_group
 from ..transforms.base import Context, Transform
-from ..transforms.lookahead import COUNTER
 from . import _state
 
 ChainSpec = Sequence[Transform] | Callable[[dict], Sequence[Transform]]
@@ -116,11 +115,12 @@ class Chain(Optimizer):
     # -- param groups ---------------------------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group, validating its hyperparameters; it joins the shared Lookahead counter."""
+        """Add a group, validating its hyperparameters; its transforms set up group-level state."""
         check_group({**self.defaults, **param_group})
-        if self.param_groups and COUNTER in self.param_groups[0]:
-            param_group.setdefault(COUNTER, self.param_groups[0][COUNTER])
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for t in self.chain_for(group):
+            t.init_group(group, self.param_groups[:-1])
 
     def chain_for(self, group: dict[str, Any]) -> Sequence[Transform]:
         """The transforms that update ``group``."""

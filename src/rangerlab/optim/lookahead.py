@@ -51,6 +51,11 @@ class Lookahead(Optimizer):
             raise TypeError(
                 f"Lookahead wraps a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
+        if any(COUNTER in group for group in optimizer.param_groups):
+            raise ValueError(
+                f"{type(optimizer).__name__} already applies Lookahead (its param groups carry "
+                f"{COUNTER!r}); wrapping it again would share its counter and slow weights"
+            )
         check_group({"k": k, "alpha": alpha})
         self.optimizer = optimizer
         self._initialized = False

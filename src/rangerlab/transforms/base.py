@@ -52,6 +52,7 @@ class Transform:
 
     * ``hyperparams``: param-group keys read by the transform, with their defaults;
     * ``state_keys`` and :meth:`init`: per-tensor state, created before the tensor's first update;
+    * :meth:`init_group`: group-level state, set when a param group joins the optimizer;
     * :meth:`begin_step`: once per param group per optimizer step (even with no gradients);
     * :meth:`update`: rewrite the update direction ``u`` (a private list the transform may change
       in place) and return it;
@@ -64,6 +65,9 @@ class Transform:
     def init(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
         """Per-tensor state for ``param`` (a float32 working copy for low-precision weights)."""
         return {}
+
+    def init_group(self, group: dict[str, Any], others: list[dict[str, Any]]) -> None:
+        """Called when ``group`` joins the optimizer, after the groups ``others``."""
 
     def begin_step(self, group: dict[str, Any]) -> None:
         """Called once per param group at the start of every optimizer step."""

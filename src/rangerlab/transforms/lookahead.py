@@ -46,6 +46,10 @@ class LookaheadTransform(Transform):
     def init(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Tensor]:
         return {"slow_param": param.detach().clone(memory_format=torch.preserve_format)}
 
+    def init_group(self, group: dict[str, Any], others: list[dict[str, Any]]) -> None:
+        # A group added mid-run joins the optimizer's count, so all groups sync together.
+        group.setdefault(COUNTER, others[0].get(COUNTER, 0) if others else 0)
+
     def begin_step(self, group: dict[str, Any]) -> None:
         group[COUNTER] = group.get(COUNTER, 0) + 1
 
