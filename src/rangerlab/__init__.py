@@ -4,13 +4,16 @@ SGD, Adam/AdamW, RAdam, LARS/LARC, Ranger, Ranger-LARS and a Lookahead wrapper f
 all ``torch.optim.Optimizer`` subclasses built from the transforms in :mod:`rangerlab.transforms`.
 """
 
-from . import transforms
-from .optim import SGD, LARS, Adam, Chain, Lookahead, RAdam, Ranger, RangerLARS
+from . import schedules, transforms
+from .factory import create_optimizer, list_optimizers, param_groups
+from .optim import LARS, SGD, Adam, Chain, Lookahead, RAdam, Ranger, RangerLARS
+from .optim.lamb import LAMB
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SGD",
+    "LAMB",
     "LARS",
     "Adam",
     "Chain",
@@ -18,5 +21,9 @@ __all__ = [
     "RAdam",
     "Ranger",
     "RangerLARS",
+    "create_optimizer",
+    "list_optimizers",
+    "param_groups",
+    "schedules",
     "transforms",
 ]
