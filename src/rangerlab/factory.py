@@ -105,7 +105,7 @@ _REGISTRY: dict[str, OptimizerInfo] = {
 def list_optimizers() -> dict[str, str]:
     """The names :func:`create_optimizer` accepts, each with a one-line description.
 
-    Example:
+    Examples:
         >>> list_optimizers()["adamw"]
         'Adam with decoupled weight decay; torch.optim.AdamW'
     """
@@ -145,7 +145,7 @@ def param_groups(
         Param groups for any torch optimizer: ``[{"params": decay, "weight_decay": wd},
         {"params": no_decay, "weight_decay": 0.0[, "trust_ratio": False]}]``.
 
-    Example:
+    Examples:
         >>> groups = param_groups(torch.nn.Linear(3, 2), 0.1)
         >>> [(len(g["params"]), g["weight_decay"]) for g in groups]   # the weight; the bias
         [(1, 0.1), (1, 0.0)]
@@ -195,7 +195,7 @@ def create_optimizer(
         **hyperparameters: the optimizer's own keyword arguments (``betas``, ``momentum``, ...,
             ``foreach``); an unknown one raises ``TypeError`` listing the valid ones.
 
-    Example:
+    Examples:
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8))
         >>> opt = create_optimizer(model, "ranger_lars", lr=1e-3, weight_decay=1e-2)
         >>> [(g["weight_decay"], g["trust_ratio"]) for g in opt.param_groups]

@@ -62,7 +62,7 @@ def linear_warmup(optimizer: Optimizer, warmup_steps: int) -> LambdaLR:
         optimizer: any torch optimizer (rangerlab's or torch's).
         warmup_steps: ``W >= 1``; the ``W``-th step is the first at the full lr.
 
-    Example:
+    Examples:
         >>> sched = linear_warmup(opt, 4)  # lr 0.1: steps at 0.025, 0.05, 0.075, 0.1, 0.1 ...
 
     References:

@@ -36,7 +36,7 @@ class LAMB(Chain):
         gc: Gradient Centralization of the raw gradient.
         foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
 
-    Example:
+    Examples:
         >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0])); w.grad = torch.tensor([1.0, 0.0])
         >>> LAMB([w], lr=0.1).step(); w  # ||u|| = 1 on step 1, so the step is lr*||w|| = 0.5
         Parameter containing: tensor([2.5000, 4.0000], requires_grad=True)
