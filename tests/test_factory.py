@@ -219,6 +219,8 @@ def test_bad_values_are_refused_with_the_argument_named():
         create_optimizer(fresh_params(), "sgd")
     with pytest.raises(ValueError, match="weight_decay: -0.1"):
         create_optimizer(Net(), "adamw", weight_decay=-0.1)
+    with pytest.raises(ValueError, match="lookahead: 'yes'"):
+        create_optimizer(fresh_params(), "adam", lookahead="yes")
     with pytest.raises(ValueError, match="already includes Lookahead"):
         create_optimizer(fresh_params(), "ranger", lookahead=True)
     with pytest.raises(TypeError, match="torch.nn.Module"):

@@ -195,6 +195,9 @@ def create_optimizer(
         **hyperparameters: the optimizer's own keyword arguments (``betas``, ``momentum``, ...,
             ``foreach``); an unknown one raises ``TypeError`` listing the valid ones.
 
+    Returns:
+        The optimizer (a :class:`rangerlab.Lookahead` around it with ``lookahead=True``).
+
     Examples:
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8))
         >>> opt = create_optimizer(model, "ranger_lars", lr=1e-3, weight_decay=1e-2)
@@ -202,6 +205,8 @@ def create_optimizer(
         [(0.01, True), (0.0, False)]
     """
     info = optimizer_info(name)
+    if not isinstance(lookahead, bool):
+        raise ValueError(f"Invalid lookahead: {lookahead!r} (expected True or False)")
     if lookahead and info.has_lookahead:
         raise ValueError(f"lookahead=True: {name!r} already includes Lookahead")
     wrapper_keys = ("k", "alpha") if lookahead else ()
