@@ -4,13 +4,15 @@ SGD, Adam/AdamW, RAdam, LARS/LARC, Ranger, Ranger-LARS and a Lookahead wrapper f
 all ``torch.optim.Optimizer`` subclasses built from the transforms in :mod:`rangerlab.transforms`.
 """
 
-from . import amp, transforms
-from .optim import LARS, SGD, Adam, Chain, Lookahead, RAdam, Ranger, RangerLARS
+from . import amp, schedules, transforms
+from .factory import create_optimizer, list_optimizers, param_groups
+from .optim import LAMB, LARS, SGD, Adam, Chain, Lookahead, RAdam, Ranger, RangerLARS
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SGD",
+    "LAMB",
     "LARS",
     "Adam",
     "Chain",
@@ -19,5 +21,9 @@ __all__ = [
     "Ranger",
     "RangerLARS",
     "amp",
+    "create_optimizer",
+    "list_optimizers",
+    "param_groups",
+    "schedules",
     "transforms",
 ]

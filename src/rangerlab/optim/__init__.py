@@ -2,10 +2,11 @@
 
 from .adam import Adam
 from .chain import Chain
+from .lamb import LAMB
 from .lars import LARS
 from .lookahead import Lookahead
 from .radam import RAdam
 from .ranger import Ranger, RangerLARS
 from .sgd import SGD
 
-__all__ = ["SGD", "Adam", "Chain", "LARS", "Lookahead", "RAdam", "Ranger", "RangerLARS"]
+__all__ = ["SGD", "LAMB", "Adam", "Chain", "LARS", "Lookahead", "RAdam", "Ranger", "RangerLARS"]

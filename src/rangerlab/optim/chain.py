@@ -235,10 +235,11 @@ class Chain(Optimizer):
         it to the weights' dtype) and ``step`` counters stay on the CPU.
         """
         _state.check_state_dict(self, state_dict)
+        known = [group.keys() & self.defaults.keys() for group in self.param_groups]
         super().load_state_dict(state_dict)
-        for group in self.param_groups:  # a state dict from an older or foreign optimizer
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
+        for group, keys in zip(self.param_groups, known):  # from an older or foreign optimizer
+            for key in keys - group.keys():
+                group[key] = self.defaults[key]
         saved = state_dict["state"]
         saved_ids = (i for g in state_dict["param_groups"] for i in g["params"])
         params = (p for g in self.param_groups for p in g["params"])
