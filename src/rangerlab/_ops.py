@@ -136,6 +136,7 @@ FOREACH = _Foreach()
 Ops = Union[_Loop, _Foreach]
 
 _FOREACH_DEVICES = {"cpu", "cuda", "xpu", "mps"}
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
 
 def foreach_supported(tensors: Sequence[Tensor]) -> bool:
@@ -147,8 +148,13 @@ def foreach_supported(tensors: Sequence[Tensor]) -> bool:
 
 
 def pick_ops(foreach: bool | None, tensors: Sequence[Tensor]) -> Ops:
-    """torch's meaning of ``foreach``: None picks the list path wherever it is supported."""
-    if foreach is False:
+    """torch's meaning of ``foreach``: None picks the list path wherever it is supported.
+
+    Tensor subclasses (DTensor shards under FSDP2) take the per-tensor path even with
+    ``foreach=True``: several foreach kernels have no DTensor sharding rule, and the loop computes
+    the same result.
+    """
+    if foreach is False or any(type(t) not in _PLAIN_TYPES for t in tensors):
         return LOOP
     if foreach is None:
         return FOREACH if foreach_supported(tensors) else LOOP
