@@ -19,10 +19,13 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
+    get_state_dict,
     set_model_state_dict,
     set_optimizer_state_dict,
+    set_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -198,6 +201,8 @@ def skip_nonfinite(rank: int, world: int) -> dict:
     }
 
 
+#: Unsharded state dicts of whole tensors (on rank 0 only when saving).
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 CHECKPOINTED = ("Ranger", "RangerLARS", "Lookahead(torch AdamW)", "LARS")
 HALF = STEPS // 2
 
@@ -221,6 +226,10 @@ def checkpoint_roundtrip(rank: int, world: int, out: str) -> dict:
             },
             checkpoint_id=path,
         )
+        torch.save(opt.state_dict(), f"{path}.rank{rank}.pt")  # the wrong way to reshard
+        full = get_state_dict(model, opt, options=FULL)  # whole tensors, on rank 0 only
+        if rank == 0:
+            torch.save({"model": full[0], "optim": full[1]}, f"{path}.full.pt")
         train(model, opt, range(HALF, STEPS), rank, world)
         resumed = fsdp_model(world)
         resumed_opt = OPTIMIZERS[name](resumed.parameters())
@@ -251,18 +260,77 @@ def scenario_three(rank: int, world: int, out: str) -> dict:
         load_checkpoint(model, opt, os.path.join(out, "ckpt", name))
         train(model, opt, range(HALF, STEPS), rank, world)
         results[name] = {"resumed": full_params(model)}
+        model = fsdp_model(world)
+        opt = OPTIMIZERS[name](model.parameters())
+        full = torch.load(os.path.join(out, "ckpt", f"{name}.full.pt"), weights_only=True)
+        set_state_dict(
+            model,
+            opt,
+            model_state_dict=full["model"],
+            optim_state_dict=full["optim"],
+            options=FULL,
+        )
+        train(model, opt, range(HALF, STEPS), rank, world)
+        results[f"{name}, full state dict"] = {"resumed": full_params(model)}
+    results["misfits"] = misfit_errors(rank, world, out)
     for key, (name, shard_dim) in RESHARDED.items():
         model = fsdp_model(world, shard_dim)
         train(model, OPTIMIZERS[name](model.parameters()), range(STEPS), rank, world)
         results[key] = {"fsdp": full_params(model)}
-    model = DistributedDataParallel(build_model())
-    opt = lookahead_zero(model)
-    saved = torch.load(os.path.join(out, "lookahead_zero.pt"), weights_only=True)
-    model.module.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["optim"])
-    train(model, opt, range(HALF, STEPS), rank, world)
-    results[LOOKAHEAD_ZERO] = {"resumed": full_params(model.module)}
+    for key, (make, _) in ZERO_RESUMED.items():
+        model = DistributedDataParallel(build_model())
+        opt = make(model)
+        load_consolidated(model, opt, zero_path(out, key))
+        train(model, opt, range(HALF, STEPS), rank, world)
+        results[key] = {"resumed": full_params(model.module)}
     return results
+
+
+def misfit_errors(rank: int, world: int, out: str) -> dict:
+    """``load_state_dict`` of state saved by 2 processes or by one unsharded process.
+
+    Returns, per optimizer and source, the error message (None if it loaded) and whether the
+    optimizer's state stayed as it was.
+    """
+    results = {}
+    for name in CHECKPOINTED:
+        model = fsdp_model(world)
+        opt = OPTIMIZERS[name](model.parameters())
+        train(model, opt, range(1), rank, world)
+        unsharded = build_model()
+        unsharded_opt = OPTIMIZERS[name](unsharded.parameters())
+        train(unsharded, unsharded_opt, range(HALF))
+        sources = {
+            "2 processes": partial(
+                torch.load,
+                os.path.join(out, "ckpt", f"{name}.rank{rank % 2}.pt"),
+                weights_only=False,
+            ),
+            "1 process": unsharded_opt.state_dict,
+        }
+        for source, load in sources.items():
+            before = local_state(opt)
+            try:
+                opt.load_state_dict(load())
+                error = None
+            except ValueError as e:
+                error = str(e)
+            after = local_state(opt)
+            unchanged = before.keys() == after.keys() and all(
+                torch.equal(before[k], after[k]) for k in before
+            )
+            results[f"{name} from {source}"] = {"error": error, "unchanged": unchanged}
+    return results
+
+
+def local_state(opt) -> dict[tuple, torch.Tensor]:
+    """This rank's part of every state tensor, copied."""
+    return {
+        (id(p), key): (value.to_local() if isinstance(value, DTensor) else value).clone()
+        for p, entry in opt.state.items()
+        for key, value in entry.items()
+        if isinstance(value, torch.Tensor)
+    }
 
 
 #: Trust ratios and GC on other shardings: (optimizer, sharded dim) by result key.
@@ -274,7 +342,6 @@ RESHARDED = {
 
 #: Presets run as ZeroRedundancyOptimizer's ``optimizer_class``.
 ZERO_CLASSES = ("LARS", "Ranger", "RangerLARS")
-LOOKAHEAD_ZERO = "Lookahead(ZeRO(torch AdamW))"
 
 
 def zero_optimizer(params, optimizer_class, **defaults):
@@ -288,44 +355,61 @@ def zero_optimizer(params, optimizer_class, **defaults):
     return ZeroRedundancyOptimizer(params, optimizer_class=optimizer_class, **defaults)
 
 
+def zero_preset(name: str, model: nn.Module):
+    """The preset ``OPTIMIZERS[name]`` as ZeroRedundancyOptimizer's ``optimizer_class``."""
+    preset = OPTIMIZERS[name]
+    return zero_optimizer(model.parameters(), preset.func, **preset.keywords)
+
+
 def lookahead_zero(model: nn.Module) -> rangerlab.Lookahead:
     """Lookahead around ZeRO-sharded torch AdamW: the same maths as "Lookahead(torch AdamW)"."""
     inner = zero_optimizer(model.parameters(), torch.optim.AdamW, lr=0.01, weight_decay=0.1)
     return rangerlab.Lookahead(inner, k=3, alpha=0.5)
 
 
+#: ZeRO set-ups saved with consolidate_state_dict and resumed: (factory, reference name).
+ZERO_RESUMED = {
+    "ZeRO(Ranger)": (partial(zero_preset, "Ranger"), "Ranger"),
+    "Lookahead(ZeRO(torch AdamW))": (lookahead_zero, "Lookahead(torch AdamW)"),
+}
+
+
+def zero_path(out: str, key: str) -> str:
+    return os.path.join(out, f"zero_resume_{list(ZERO_RESUMED).index(key)}.pt")
+
+
+def load_consolidated(model: DistributedDataParallel, opt, path: str) -> None:
+    """Every rank loads the whole consolidated state dict; ZeRO keeps its own partition."""
+    saved = torch.load(path, weights_only=True)
+    model.module.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optim"])
+
+
 def zero_checks(rank: int, world: int, out: str) -> dict:
     """ZeroRedundancyOptimizer over rangerlab classes, and Lookahead around it, with resume.
 
-    The consolidated state dict stays in ``out`` for the 3-process scenario.
+    The consolidated state dicts stay in ``out`` for the 3-process scenario.
     """
     results = {}
     for name in ZERO_CLASSES:
-        preset = OPTIMIZERS[name]
         model = DistributedDataParallel(build_model())
-        opt = zero_optimizer(model.parameters(), preset.func, **preset.keywords)
-        train(model, opt, range(STEPS), rank, world)
+        train(model, zero_preset(name, model), range(STEPS), rank, world)
         results[f"ZeRO({name})"] = {"zero": full_params(model.module)}
-
-    model = DistributedDataParallel(build_model())
-    opt = lookahead_zero(model)
-    train(model, opt, range(HALF), rank, world)
-    opt.consolidate_state_dict(to=0)
-    path = os.path.join(out, "lookahead_zero.pt")
-    if rank == 0:
-        torch.save({"model": model.module.state_dict(), "optim": opt.state_dict()}, path)
-    dist.barrier()
-    train(model, opt, range(HALF, STEPS), rank, world)
-    resumed = DistributedDataParallel(build_model())
-    resumed_opt = lookahead_zero(resumed)
-    saved = torch.load(path, weights_only=True)
-    resumed.module.load_state_dict(saved["model"])
-    resumed_opt.load_state_dict(saved["optim"])
-    train(resumed, resumed_opt, range(HALF, STEPS), rank, world)
-    results[LOOKAHEAD_ZERO] = {
-        "zero": full_params(model.module),
-        "resumed": full_params(resumed.module),
-    }
+    for key, (make, _) in ZERO_RESUMED.items():
+        model = DistributedDataParallel(build_model())
+        opt = make(model)
+        train(model, opt, range(HALF), rank, world)
+        opt.consolidate_state_dict(to=0)
+        if rank == 0:
+            state = {"model": model.module.state_dict(), "optim": opt.state_dict()}
+            torch.save(state, zero_path(out, key))
+        dist.barrier()
+        train(model, opt, range(HALF, STEPS), rank, world)
+        resumed = DistributedDataParallel(build_model())
+        resumed_opt = make(resumed)
+        load_consolidated(resumed, resumed_opt, zero_path(out, key))
+        train(resumed, resumed_opt, range(HALF, STEPS), rank, world)
+        results[key] = {"zero": full_params(model.module), "resumed": full_params(resumed.module)}
     return results
 
 

@@ -165,6 +165,23 @@ def test_checkpoint_loads_into_three_processes(three: dict, name: str) -> None:
     assert_params_close(three[name]["resumed"], reference(name))
 
 
+@pytest.mark.parametrize("name", worker.CHECKPOINTED)
+def test_full_state_dict_loads_into_three_processes(three: dict, name: str) -> None:
+    assert_params_close(three[f"{name}, full state dict"]["resumed"], reference(name))
+
+
+@pytest.mark.parametrize("name", worker.CHECKPOINTED)
+@pytest.mark.parametrize("source", ["2 processes", "1 process"])
+def test_plain_state_dict_of_another_sharding_fails_clearly(
+    three: dict, name: str, source: str
+) -> None:
+    result = three["misfits"][f"{name} from {source}"]
+    assert result["error"] is not None, "loaded state sharded for another world size"
+    assert "sharded as (Shard(dim=0),) over ranks [0, 1, 2]" in result["error"]
+    assert "torch.distributed.checkpoint" in result["error"]
+    assert result["unchanged"]
+
+
 @pytest.mark.parametrize("key", list(worker.RESHARDED))
 def test_trust_ratio_and_gc_on_three_uneven_or_dim1_shards(three: dict, key: str) -> None:
     name, _ = worker.RESHARDED[key]
@@ -185,16 +202,17 @@ def test_zero_redundancy_equals_one_process(two: dict, name: str) -> None:
     assert_params_close(two["zero"][f"ZeRO({name})"]["zero"], reference(name))
 
 
-def test_lookahead_over_zero_consolidates_and_resumes(two: dict) -> None:
-    result = two["zero"][worker.LOOKAHEAD_ZERO]
-    assert_params_close(result["zero"], reference("Lookahead(torch AdamW)"))
-    for key, value in result["zero"].items():
-        assert torch.equal(result["resumed"][key], value), key
+@pytest.mark.parametrize("key", list(worker.ZERO_RESUMED))
+def test_zero_consolidated_state_resumes_exactly(two: dict, key: str) -> None:
+    result = two["zero"][key]
+    assert_params_close(result["zero"], reference(worker.ZERO_RESUMED[key][1]))
+    for name, value in result["zero"].items():
+        assert torch.equal(result["resumed"][name], value), name
 
 
-def test_lookahead_over_zero_state_loads_into_three_processes(three: dict) -> None:
-    resumed = three[worker.LOOKAHEAD_ZERO]["resumed"]
-    assert_params_close(resumed, reference("Lookahead(torch AdamW)"))
+@pytest.mark.parametrize("key", list(worker.ZERO_RESUMED))
+def test_zero_consolidated_state_loads_into_three_processes(three: dict, key: str) -> None:
+    assert_params_close(three[key]["resumed"], reference(worker.ZERO_RESUMED[key][1]))
 
 
 def test_consolidate_state_dict_needs_a_sharded_optimizer() -> None:
