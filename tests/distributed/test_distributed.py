@@ -102,10 +102,12 @@ def three(two: dict, workdir: Path) -> dict:
     return launch("three", 3, workdir)
 
 
-def assert_params_close(actual: dict, expected: dict, **tol) -> None:
+def assert_params_close(actual: dict, expected: dict) -> None:
     assert actual.keys() == expected.keys()
     for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], **(tol or TOL), msg=name)
+        torch.testing.assert_close(
+            actual[name], expected[name], **TOL, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def assert_params_moved(after: dict, before: dict) -> None:
@@ -125,6 +127,7 @@ def reference(name: str) -> dict:
 
 @functools.cache
 def reference_slow(name: str) -> dict:
+    """The single-process parameters as ``slow_weights()`` shows them."""
     return worker.reference(name)[1]
 
 
