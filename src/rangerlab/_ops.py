@@ -135,19 +135,22 @@ FOREACH = _Foreach()
 Ops = _Loop | _Foreach
 
 _FOREACH_DEVICES = {"cpu", "cuda", "xpu", "mps"}
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
 
 def foreach_supported(tensors: Sequence[Tensor]) -> bool:
     """True when every tensor is a plain (or Parameter) tensor on a device with foreach kernels."""
-    return all(
-        type(t) in (Tensor, torch.nn.Parameter) and t.device.type in _FOREACH_DEVICES
-        for t in tensors
-    )
+    return all(type(t) in _PLAIN_TYPES and t.device.type in _FOREACH_DEVICES for t in tensors)
 
 
 def pick_ops(foreach: bool | None, tensors: Sequence[Tensor]) -> Ops:
-    """torch's meaning of ``foreach``: None picks the list path wherever it is supported."""
-    if foreach is False:
+    """torch's meaning of ``foreach``: None picks the list path wherever it is supported.
+
+    Tensor subclasses (DTensor shards under FSDP2) take the per-tensor path even with
+    ``foreach=True``: several foreach kernels have no DTensor sharding rule, and the loop computes
+    the same result.
+    """
+    if foreach is False or any(type(t) not in _PLAIN_TYPES for t in tensors):
         return LOOP
     if foreach is None:
         return FOREACH if foreach_supported(tensors) else LOOP

@@ -80,6 +80,22 @@ def check_state_dict(
                     f"loaded state for parameter {key} has {name!r} of shape "
                     f"{tuple(value.shape)}, but the parameter has shape {tuple(param.shape)}"
                 )
+            if (shaped is None or name in shaped) and _sharding(value) != _sharding(param):
+                raise ValueError(
+                    f"loaded state for parameter {key} has {name!r} {_sharding(value)}, but the "
+                    f"parameter is {_sharding(param)}; state saved with another sharding or "
+                    "number of processes loads through "
+                    "torch.distributed.checkpoint (get_optimizer_state_dict, "
+                    "set_optimizer_state_dict), which reshards it"
+                )
+
+
+def _sharding(tensor: Tensor) -> str:
+    """How a tensor is split over processes (a DTensor's placements and mesh), in words."""
+    mesh, placements = getattr(tensor, "device_mesh", None), getattr(tensor, "placements", None)
+    if mesh is None or placements is None:
+        return "not sharded"
+    return f"sharded as {tuple(placements)} over ranks {mesh.mesh.tolist()}"
 
 
 def cast_state(param: Tensor, entry: Mapping[str, Any], keys: Iterable[str] | None = None) -> dict:

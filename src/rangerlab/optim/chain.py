@@ -212,8 +212,8 @@ class Chain(Optimizer):
             if foreach_supported(bucket):
                 norms = torch._foreach_norm(bucket, ord=float("inf"))
                 flags.append(torch.stack(norms).isfinite().all())
-            else:
-                flags.extend(torch.isfinite(g).all() for g in bucket)
+            else:  # DTensor shards: reduce over the whole tensor, so every rank decides alike
+                flags.extend(_whole(torch.isfinite(g).all()) for g in bucket)
         return bool(flags) and not bool(torch.stack([f.cpu() for f in flags]).all())
 
     def _skip(self) -> None:
@@ -269,6 +269,12 @@ class Chain(Optimizer):
             "skipped_steps": self.skipped_steps,
             "last_step_skipped": self.last_step_skipped,
         }
+
+
+def _whole(tensor: Tensor) -> Tensor:
+    """A DTensor reduction's value on every rank (plain tensors pass through)."""
+    full_tensor = getattr(tensor, "full_tensor", None)
+    return full_tensor() if full_tensor is not None else tensor
 
 
 def _buckets(params: list[Tensor]) -> list[list[Tensor]]:

@@ -142,6 +142,19 @@ class Lookahead(Optimizer):
 
         return _state.run_state_dict_hooks(self, build)
 
+    def consolidate_state_dict(self, to: int = 0) -> None:
+        """Gather a wrapped ZeroRedundancyOptimizer's state on rank ``to``, for :meth:`state_dict`.
+
+        The slow weights need no gathering: every rank keeps them for all parameters.
+        """
+        consolidate = getattr(self.optimizer, "consolidate_state_dict", None)
+        if consolidate is None:
+            raise TypeError(
+                f"consolidate_state_dict: the wrapped {type(self.optimizer).__name__} has no "
+                "sharded state to gather (it is for ZeroRedundancyOptimizer)"
+            )
+        consolidate(to=to)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a :meth:`state_dict`; a state dict that does not fit raises and changes nothing."""
         state_dict = dict(state_dict)
