@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -81,10 +82,22 @@ def _experiment_ids(spec: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def _missing_extras() -> list[str]:
+    """The lab's dependencies (the ``lab`` extra) that are not installed."""
+    names = ("matplotlib", "sklearn", "numpy", "tqdm")
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rangerlab`` console script; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    missing = _missing_extras()
+    if missing:
+        parser.error(
+            f"the lab needs {', '.join(missing)}: install the lab extra, "
+            f"pip install 'rangerlab[lab]' (or pip install -e '.[lab]' in a checkout)"
+        )
     if args.command == "list":
         from .experiments import EXPERIMENTS
 

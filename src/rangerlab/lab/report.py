@@ -48,7 +48,7 @@ def _section(exp: dict[str, Any], figures: list[str]) -> str:
         f'<p><img src="{FIGURES}/{_esc(name)}" alt="{_esc(exp["title"])}: {_esc(name)}"></p>'
         for name in figures
     )
-    cfg = ", ".join(f"{k}={v}" for k, v in exp["config"].items() if not isinstance(v, list))
+    cfg = ", ".join(f"{k}={v}" for k, v in exp["config"].items())
     return f"""
 <section id="{_esc(exp["id"])}">
 <h2>{_esc(exp["title"])} <span class="small">({_esc(exp["id"])})</span></h2>

@@ -61,6 +61,7 @@ def run_experiments(
 ) -> dict[str, Any]:
     """Run the experiments ``ids`` in ``mode`` and write ``out/results.json``, the figures and
     ``out/report.html``. Returns the results."""
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     results: dict[str, Any] = {"environment": environment(threads, seeds, mode), "experiments": {}}
@@ -88,6 +89,8 @@ def run_experiments(
         _publish(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        torch.set_num_threads(saved[0])  # leave the caller's process as it was
+        torch.use_deterministic_algorithms(saved[1])
     return results
 
 

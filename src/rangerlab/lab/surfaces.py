@@ -55,7 +55,7 @@ def saddle(p: Tensor) -> Tensor:
 
 
 SURFACES: dict[str, Surface] = {
-    "rosenbrock": Surface("rosenbrock", rosenbrock, (1.0, 1.0), 0.0, (-1.5, 2.0), (-2, 2, -1, 3)),
+    "rosenbrock": Surface("rosenbrock", rosenbrock, (1.0, 1.0), 0.0, (-1.2, 1.0), (-2, 2, -1, 3)),
     "rastrigin": Surface("rastrigin", rastrigin, (0.0, 0.0), 0.0, (-2.2, 1.7), (-3, 3, -3, 3)),
     "beale": Surface("beale", beale, (3.0, 0.5), 0.0, (1.0, 1.5), (-1, 4.5, -1.5, 2)),
     # Starts almost on the saddle's ridge (y ~ 1e-3): escaping it is the test.

@@ -32,7 +32,7 @@ LOG2_BINS = np.arange(-50, 5)
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {"steps": 8, "batch_size": 64, "width": 8},
     "quick": {"steps": 25, "batch_size": 256, "width": 16},
-    "full": {"steps": 300, "batch_size": 256, "width": 32},
+    "full": {"steps": 100, "batch_size": 256, "width": 16},
 }
 
 

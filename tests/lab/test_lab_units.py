@@ -68,9 +68,12 @@ def test_layer_norms_measures_sgd_without_changing_the_model():
     assert not math.isnan(table["0.weight"]["ratio"])
 
 
-def test_steps_to_min_is_the_first_step_below_tolerance():
+def test_steps_to_min_is_the_step_from_which_the_run_stays_below_tolerance():
     from rangerlab.lab.experiments.race import TOL, _steps_to_min
 
     nan = float("nan")
-    gap = torch.tensor([[1.0, 1.0, 1.0], [TOL / 2, 1.0, nan], [1.0, TOL / 3, nan]])
-    assert _steps_to_min(gap) == [1, 2, None]
+    gap = torch.tensor(
+        [[1.0, 1.0, 1.0, 1.0], [TOL / 2, TOL / 2, nan, 1.0], [TOL / 2, 1.0, nan, TOL / 3]]
+    )
+    # arrives at 1 and stays; passes through and leaves; diverges; arrives at the last step
+    assert _steps_to_min(gap) == [1, None, None, 2]

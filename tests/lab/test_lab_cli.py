@@ -84,3 +84,20 @@ def test_python_dash_m_runs_the_cli():
         [sys.executable, "-m", "rangerlab", "list"], capture_output=True, text=True, check=True
     )
     assert "race" in done.stdout
+
+
+def test_missing_lab_extra_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_missing_extras", lambda: ["matplotlib"])
+    with pytest.raises(SystemExit) as err:
+        cli.main(["list"])
+    assert err.value.code == 2
+    assert "rangerlab[lab]" in capsys.readouterr().err
+
+
+def test_run_leaves_torch_settings_as_it_found_them(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    runner.run_experiments(["layer-table"], "tiny", [0], tmp_path, threads=1, progress=False)
+    assert torch.get_num_threads() == threads
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from rangerlab.lab import runner, stats
 from rangerlab.lab.experiments import EXPERIMENTS
@@ -89,5 +90,10 @@ def test_experiments_are_deterministic_for_a_seed(exp_id, tiny_report):
         def update(self, n=1):
             pass
 
-    again = module.run(module.CONFIGS["tiny"], [0, 1], Bar())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the fixture's run used one thread; reductions depend on it
+    try:
+        again = module.run(module.CONFIGS["tiny"], [0, 1], Bar())
+    finally:
+        torch.set_num_threads(threads)
     assert again["data"] == json.loads(json.dumps(results["experiments"][exp_id]["data"]))
