@@ -20,7 +20,7 @@ GOOD = 0.1  # a rate is good when its test accuracy is within GOOD of the sweep'
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {"subset": 256, "epochs": 1, "batch_size": 256, "decades": 2.0, "points": 3},
-    "quick": {"subset": 512, "epochs": 5, "batch_size": 64, "decades": 2.0, "points": 6},
+    "quick": {"subset": 512, "epochs": 5, "batch_size": 64, "decades": 2.4, "points": 7},
     "full": {"epochs": 10, "batch_size": 64, "decades": 2.5, "points": 11},
 }
 
