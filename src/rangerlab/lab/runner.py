@@ -37,7 +37,7 @@ def environment(threads: int, seeds: list[int], mode: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -45,6 +45,17 @@ def environment(threads: int, seeds: list[int], mode: str) -> dict[str, Any]:
         "mode": mode,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def check_out_dir(out: Path) -> None:
