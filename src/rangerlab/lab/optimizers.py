@@ -27,7 +27,8 @@ OPTIMIZERS: dict[str, tuple[str, Factory]] = {
     "ranger-lars": ("Ranger-LARS", lambda p, lr: rangerlab.RangerLARS(p, lr=lr)),
 }
 
-#: Learning rates that train the digits CNN well in a few epochs (from the lr-sensitivity sweep).
+#: Reference rates: each trains the digits CNN well in a few epochs at batch 64 (the
+#: lr-sensitivity experiment shows the whole curve around them).
 CNN_LR: dict[str, float] = {
     "sgd": 0.1,
     "momentum": 0.03,

@@ -99,7 +99,7 @@ def render(out: Path) -> Path:
 (scikit-learn's digits, the Python standard library's docstrings) over several seeds, and gives a
 verdict computed from the numbers. Every number here is also in <code>results.json</code>.</p>
 <h3>Environment</h3>
-{_table(["", ""], env_rows)}
+{_table(["setting", "value"], env_rows)}
 <h3>Verdicts</h3>
 <table><thead><tr><th>experiment</th><th>claim</th><th>verdict</th></tr></thead>
 <tbody>{summary_rows}</tbody></table>
