@@ -1,0 +1,7 @@
+"""``python -m rangerlab``: the lab's command line (see :mod:`rangerlab.lab.cli`)."""
+
+import sys
+
+from .lab.cli import main
+
+sys.exit(main())
