@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -20,13 +21,6 @@ namespace {
 using at::Tensor;
 
 constexpr int64_t kChunk = 1 << 15;  // elements per parallel task
-
-// torch's lerp: exact at both ends, the same rounding as Tensor.lerp_.
-template <typename T>
-inline T lerp(T start, T end, T weight) {
-  return std::abs(weight) < T(0.5) ? start + weight * (end - start)
-                                   : end - (end - start) * (T(1) - weight);
-}
 
 // Elements [begin, end) of tensor `index`. `row` is the length of what GC centralizes
 // (numel / size(0) for a tensor with dim() > 1 when gc is on; tasks then hold whole rows), or 0.
@@ -53,18 +47,38 @@ void run(const std::vector<Task>& tasks, const F& body) {
   });
 }
 
-// Calls row_fn(begin, end, mean) for every centralization row inside the task (mean 0 if none).
+// Sum (or sum of squares) of x[0, len) in double, in 8 independent lanes so that the compiler can
+// vectorize it without reordering licence (-ffast-math is not used: results must be exact).
+template <typename T, bool kSquare>
+inline double lane_sum(const T* __restrict__ x, int64_t len, T shift = T(0)) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= len; j += 8) {
+    for (int k = 0; k < 8; ++k) {
+      const double y = static_cast<double>(x[j + k] - shift);
+      acc[k] += kSquare ? y * y : y;
+    }
+  }
+  double total = 0.0;
+  for (; j < len; ++j) {
+    const double y = static_cast<double>(x[j] - shift);
+    total += kSquare ? y * y : y;
+  }
+  for (int k = 0; k < 8; ++k) total += acc[k];
+  return total;
+}
+
+// Calls row_fn(begin, length, mean) for every centralization row of the task (one span with
+// mean 0 when the tensor is not centralized).
 template <typename T, typename F>
 inline void for_rows(const Task& task, const T* g, bool centralize, const F& row_fn) {
   if (!centralize || task.row == 0) {
-    row_fn(task.begin, task.end, T(0));
+    row_fn(task.begin, task.end - task.begin, T(0));
     return;
   }
   for (int64_t r = task.begin; r < task.end; r += task.row) {
-    const int64_t stop = std::min(task.end, r + task.row);
-    double sum = 0.0;
-    for (int64_t j = r; j < stop; ++j) sum += static_cast<double>(g[j]);
-    row_fn(r, stop, static_cast<T>(sum / static_cast<double>(task.row)));
+    const int64_t len = std::min(task.end, r + task.row) - r;
+    row_fn(r, len, static_cast<T>(lane_sum<T, false>(g + r, len) / static_cast<double>(task.row)));
   }
 }
 
@@ -75,6 +89,118 @@ void check_lists(std::initializer_list<at::TensorList> lists, int64_t n) {
       TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(),
                   "rangerlab fused: tensors must be contiguous CPU tensors");
     }
+  }
+}
+
+// Per-tensor constants of the Adam family, passed by value so that the inner loops see plain
+// locals (through a reference the compiler must assume a store to w may change them).
+template <typename T>
+struct AdamArgs {
+  T b1w, b2, b2w, eps, wd_in, wd_out, a, d, neg_lr, alpha;
+  bool b1_small, alpha_small, coupled, decoupled, adaptive, sync;
+};
+
+// The loops below copy every constant into a local first (the compiler keeps locals in
+// registers, struct members it must reload), and the flags that change the loop's body are
+// template parameters, so that each variant vectorizes. Weight decay that is off is a 0 factor:
+// adding 0 * w is exact.
+#define RANGERLAB_ADAM_LOCALS(s)                                                          \
+  const T b1w = s.b1w, b1r = T(1) - s.b1w, b2 = s.b2, b2w = s.b2w, eps = s.eps;           \
+  const T wd_in = s.coupled ? s.wd_in : T(0), wd_out = s.decoupled ? s.wd_out : T(0);     \
+  const T a = s.a, d = s.d, neg_lr = s.neg_lr, alpha = s.alpha, alpha_r = T(1) - s.alpha; \
+  const bool alpha_small = s.alpha_small
+
+// Adam's moments (torch's lerp for m), for element j.
+#define RANGERLAB_ADAM_MOMENTS(gj, wj, mj, vj)                                            \
+  {                                                                                       \
+    const T g_ = (gj) + wd_in * (wj);                                                     \
+    if constexpr (kSmall) {                                                               \
+      mj = mj + b1w * (g_ - mj);                                                          \
+    } else {                                                                              \
+      mj = g_ - (g_ - mj) * b1r;                                                          \
+    }                                                                                     \
+    vj = vj * b2 + b2w * g_ * g_;                                                         \
+  }
+// The direction u for element j.
+#define RANGERLAB_ADAM_DIRECTION(u, wj, mj, vj)                                           \
+  T u;                                                                                    \
+  if constexpr (kAdaptive) {                                                              \
+    u = (a * (mj)) / (std::sqrt(vj) / d + eps) + wd_out * (wj);                           \
+  } else {                                                                                \
+    u = (mj) * a + wd_out * (wj);                                                         \
+  }
+// Lookahead: slow <- lerp(slow, w, alpha) (torch's lerp), w <- slow.
+#define RANGERLAB_SYNC(wj, sj)                                                            \
+  if constexpr (kSync) {                                                                  \
+    sj = alpha_small ? sj + alpha * (wj - sj) : wj - (wj - sj) * alpha_r;                 \
+    wj = sj;                                                                              \
+  }
+
+// Calls f(bool_constant<x>, bool_constant<y>, bool_constant<z>): runtime flags to templates.
+template <typename F>
+void with_flags(bool x, bool y, bool z, const F& f) {
+  using Y = std::true_type;
+  using N = std::false_type;
+  auto inner = [&](auto X) {
+    if (y) {
+      z ? f(X, Y{}, Y{}) : f(X, Y{}, N{});
+    } else {
+      z ? f(X, N{}, Y{}) : f(X, N{}, N{});
+    }
+  };
+  x ? inner(Y{}) : inner(N{});
+}
+
+// One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps.
+template <typename T, bool kAdaptive, bool kSync, bool kSmall>
+void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
+              T* __restrict__ m, T* __restrict__ v, T* __restrict__ slow, int64_t len, T mean) {
+  RANGERLAB_ADAM_LOCALS(s);
+  for (int64_t j = 0; j < len; ++j) {
+    RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+    RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
+    w[j] = w[j] + neg_lr * u;
+    RANGERLAB_SYNC(w[j], slow[j]);
+  }
+}
+
+// Trust-ratio pass 1: moments, and the squared norms of the direction and of the weights.
+template <typename T, bool kAdaptive, bool kSmall>
+void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __restrict__ g,
+                    T* __restrict__ m, T* __restrict__ v, int64_t len, T mean, double& u_sq,
+                    double& w_sq) {
+  RANGERLAB_ADAM_LOCALS(s);
+  (void)alpha, (void)alpha_r, (void)alpha_small, (void)neg_lr;
+  for (int64_t j = 0; j < len; ++j) {
+    RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+  }
+  double au[8] = {0, 0, 0, 0, 0, 0, 0, 0}, aw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= len; j += 8) {
+    for (int k = 0; k < 8; ++k) {
+      RANGERLAB_ADAM_DIRECTION(u, w[j + k], m[j + k], v[j + k]);
+      au[k] += static_cast<double>(u) * u;
+      aw[k] += static_cast<double>(w[j + k]) * w[j + k];
+    }
+  }
+  for (; j < len; ++j) {
+    RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
+    u_sq += static_cast<double>(u) * u;
+    w_sq += static_cast<double>(w[j]) * w[j];
+  }
+  for (int k = 0; k < 8; ++k) u_sq += au[k], w_sq += aw[k];
+}
+
+// Trust-ratio pass 2: w -= lr * r * u from the stored moments, and the sync.
+template <typename T, bool kAdaptive, bool kSync>
+void adam_apply_row(const AdamArgs<T>& s, T r, T* __restrict__ w, const T* __restrict__ m,
+                    const T* __restrict__ v, T* __restrict__ slow, int64_t len) {
+  RANGERLAB_ADAM_LOCALS(s);
+  (void)b1w, (void)b1r, (void)b2, (void)b2w, (void)wd_in;
+  for (int64_t j = 0; j < len; ++j) {
+    RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
+    w[j] = w[j] + neg_lr * (u * r);
+    RANGERLAB_SYNC(w[j], slow[j]);
   }
 }
 
@@ -94,74 +220,102 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
   const auto tasks = make_tasks(params, gc);
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_adam_step", [&] {
     using T = scalar_t;
-    const T b1w = T(1 - beta1), b2 = T(beta2), b2w = T(1 - beta2), e = T(eps);
-    const T wd = T(weight_decay), wd_in = decoupled ? T(0) : wd, wd_out = decoupled ? wd : T(0);
-    const bool coupled = !decoupled && weight_decay != 0, uncoupled = decoupled && weight_decay != 0;
-    // The update direction at element j, from the already advanced moments.
-    auto direction = [&](int64_t i, const T* w, const T* m, const T* v, int64_t j) {
-      T u = adaptive[i] ? (T(a[i]) * m[j]) / (std::sqrt(v[j]) / T(d[i]) + e) : m[j] * T(a[i]);
-      if (uncoupled) u = u + wd_out * w[j];
-      return u;
+    auto args = [&](int64_t i) {
+      AdamArgs<T> s;
+      s.b1w = T(1 - beta1), s.b2 = T(beta2), s.b2w = T(1 - beta2), s.eps = T(eps);
+      s.wd_in = T(weight_decay), s.wd_out = T(weight_decay), s.a = T(a[i]), s.d = T(d[i]);
+      s.neg_lr = T(-lr), s.alpha = T(alpha);
+      s.b1_small = std::abs(1 - beta1) < 0.5, s.alpha_small = std::abs(alpha) < 0.5;
+      s.coupled = !decoupled && weight_decay != 0, s.decoupled = decoupled && weight_decay != 0;
+      s.adaptive = adaptive[i] != 0, s.sync = sync;
+      return s;
     };
-    auto moments = [&](int64_t i, const Task& task, T* m, T* v, const T* g, const T* w) {
-      for_rows(task, g, gc, [&](int64_t b, int64_t end, T mean) {
-        for (int64_t j = b; j < end; ++j) {
-          T gj = g[j] - mean;
-          if (coupled) gj = gj + wd_in * w[j];
-          m[j] = lerp(m[j], gj, b1w);
-          v[j] = v[j] * b2 + b2w * gj * gj;
-        }
-      });
-    };
-    std::vector<double> u_sq(trust ? tasks.size() : 0), w_sq(trust ? tasks.size() : 0);
-    std::vector<T> ratio(n, T(1));
-    if (trust) {
-      run(tasks, [&](int64_t t, const Task& task) {
+    auto slow_of = [&](int64_t i) { return sync ? slows[i].data_ptr<T>() : nullptr; };
+    if (!trust) {
+      run(tasks, [&](int64_t, const Task& task) {
         const int64_t i = task.index;
+        const AdamArgs<T> s = args(i);
+        T* w = params[i].data_ptr<T>();
+        const T* g = grads[i].data_ptr<T>();
         T* m = exp_avgs[i].data_ptr<T>();
         T* v = exp_avg_sqs[i].data_ptr<T>();
-        const T* w = params[i].data_ptr<T>();
-        moments(i, task, m, v, grads[i].data_ptr<T>(), w);
-        double su = 0.0, sw = 0.0;
-        for (int64_t j = task.begin; j < task.end; ++j) {
-          const T u = direction(i, w, m, v, j);
-          su += static_cast<double>(u) * u;
-          sw += static_cast<double>(w[j]) * w[j];
-        }
-        u_sq[t] = su;
-        w_sq[t] = sw;
+        T* slow = slow_of(i);
+        with_flags(s.adaptive, s.sync, s.b1_small, [&](auto A, auto S, auto B) {
+          for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+            adam_row<T, A(), S(), B()>(s, w + b, g + b, m + b, v + b, slow ? slow + b : nullptr,
+                                       len, mean);
+          });
+        });
       });
-      std::vector<double> un(n, 0.0), wn(n, 0.0);
-      for (size_t t = 0; t < tasks.size(); ++t) {
-        un[tasks[t].index] += u_sq[t];
-        wn[tasks[t].index] += w_sq[t];
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        const T w_norm = T(std::sqrt(wn[i])), u_norm = T(std::sqrt(un[i]));
-        const T capped = max_weight_norm >= 0 ? std::min(w_norm, T(max_weight_norm)) : w_norm;
-        ratio[i] = (w_norm > 0 && u_norm > 0) ? capped / u_norm : T(1);
-      }
+      return;
     }
-    const T neg_lr = T(-lr), al = T(alpha);
-    run(tasks, [&](int64_t, const Task& task) {
+    std::vector<double> u_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0);
+    run(tasks, [&](int64_t t, const Task& task) {
       const int64_t i = task.index;
-      T* w = params[i].data_ptr<T>();
+      const AdamArgs<T> s = args(i);
+      const T* w = params[i].data_ptr<T>();
+      const T* g = grads[i].data_ptr<T>();
       T* m = exp_avgs[i].data_ptr<T>();
       T* v = exp_avg_sqs[i].data_ptr<T>();
-      if (!trust) moments(i, task, m, v, grads[i].data_ptr<T>(), w);
-      T* slow = sync ? slows[i].data_ptr<T>() : nullptr;
-      const T r = ratio[i];
-      for (int64_t j = task.begin; j < task.end; ++j) {
-        T u = direction(i, w, m, v, j);
-        if (trust) u = u * r;
-        w[j] = w[j] + neg_lr * u;
-        if (sync) {
-          slow[j] = lerp(slow[j], w[j], al);
-          w[j] = slow[j];
-        }
-      }
+      with_flags(s.adaptive, s.b1_small, false, [&](auto A, auto B, auto) {
+        for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+          adam_norms_row<T, A(), B()>(s, w + b, g + b, m + b, v + b, len, mean, u_sq[t],
+                                      w_sq[t]);
+        });
+      });
+    });
+    std::vector<double> un(n, 0.0), wn(n, 0.0);
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      un[tasks[t].index] += u_sq[t];
+      wn[tasks[t].index] += w_sq[t];
+    }
+    std::vector<T> ratio(n, T(1));
+    for (int64_t i = 0; i < n; ++i) {
+      const T w_norm = T(std::sqrt(wn[i])), u_norm = T(std::sqrt(un[i]));
+      const T capped = max_weight_norm >= 0 ? std::min(w_norm, T(max_weight_norm)) : w_norm;
+      ratio[i] = (w_norm > 0 && u_norm > 0) ? capped / u_norm : T(1);
+    }
+    run(tasks, [&](int64_t, const Task& task) {
+      const int64_t i = task.index;
+      T* slow = slow_of(i);
+      const AdamArgs<T> s = args(i);
+      with_flags(s.adaptive, s.sync, false, [&](auto A, auto S, auto) {
+        adam_apply_row<T, A(), S()>(s, ratio[i], params[i].data_ptr<T>() + task.begin,
+                                    exp_avgs[i].data_ptr<T>() + task.begin,
+                                    exp_avg_sqs[i].data_ptr<T>() + task.begin,
+                                    slow ? slow + task.begin : nullptr, task.end - task.begin);
+      });
     });
   });
+}
+
+template <typename T>
+struct SgdArgs {
+  T wd, mu, keep, neg_lr, r;
+  bool decay, momentum, first, nesterov;
+};
+
+// d = r * (g - mean + wd * w); torch-SGD momentum; w -= lr * (v or d + mu v). Decay that is
+// off is a 0 factor and a missing trust ratio a factor 1, both exact.
+template <typename T, bool kMomentum, bool kFirst, bool kNesterov>
+void sgd_row(const SgdArgs<T>& s, T* __restrict__ w, const T* __restrict__ g, T* __restrict__ v,
+             int64_t len, T mean) {
+  const T wd = s.decay ? s.wd : T(0), mu = s.mu, keep = s.keep, neg_lr = s.neg_lr, r = s.r;
+  for (int64_t j = 0; j < len; ++j) {
+    T dj = ((g[j] - mean) + wd * w[j]) * r;
+    if constexpr (kMomentum) {
+      v[j] = kFirst ? dj : v[j] * mu + keep * dj;
+      dj = kNesterov ? dj + mu * v[j] : v[j];
+    }
+    w[j] = w[j] + neg_lr * dj;
+  }
+}
+
+template <typename T>
+void sq_norms_row(const T* __restrict__ w, const T* __restrict__ g, int64_t len, T mean,
+                  double& g_sq, double& w_sq) {
+  g_sq += lane_sum<T, true>(g, len, mean);
+  w_sq += lane_sum<T, true>(w, len);
 }
 
 // SGD and LARS/LARC: d = trust * (g + wd * w), torch-SGD momentum, w -= lr * (v or d + mu v).
@@ -178,23 +332,16 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
   const auto tasks = make_tasks(params, gc);
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_sgd_step", [&] {
     using T = scalar_t;
-    const T wd = T(weight_decay), mu = T(momentum), keep = T(1 - dampening), neg_lr = T(-lr);
+    const T wd = T(weight_decay);
     std::vector<T> ratio(n, T(1));
     if (trust) {
-      std::vector<double> g_sq(tasks.size()), w_sq(tasks.size());
+      std::vector<double> g_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0);
       run(tasks, [&](int64_t t, const Task& task) {
         const T* g = grads[task.index].data_ptr<T>();
         const T* w = params[task.index].data_ptr<T>();
-        double sg = 0.0, sw = 0.0;
-        for_rows(task, g, gc, [&](int64_t b, int64_t end, T mean) {
-          for (int64_t j = b; j < end; ++j) {
-            const T gj = g[j] - mean;
-            sg += static_cast<double>(gj) * gj;
-            sw += static_cast<double>(w[j]) * w[j];
-          }
+        for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+          sq_norms_row(w + b, g + b, len, mean, g_sq[t], w_sq[t]);
         });
-        g_sq[t] = sg;
-        w_sq[t] = sw;
       });
       std::vector<double> gn(n, 0.0), wn(n, 0.0);
       for (size_t t = 0; t < tasks.size(); ++t) {
@@ -210,22 +357,17 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
     }
     run(tasks, [&](int64_t, const Task& task) {
       const int64_t i = task.index;
+      SgdArgs<T> s;
+      s.wd = wd, s.mu = T(momentum), s.keep = T(1 - dampening), s.neg_lr = T(-lr);
+      s.r = ratio[i], s.decay = weight_decay != 0, s.momentum = has_momentum;
+      s.first = has_momentum && fresh[i] != 0, s.nesterov = nesterov;
       T* w = params[i].data_ptr<T>();
       const T* g = grads[i].data_ptr<T>();
       T* v = has_momentum ? bufs[i].data_ptr<T>() : nullptr;
-      const bool first = has_momentum && fresh[i];
-      const T r = ratio[i];
-      for_rows(task, g, gc, [&](int64_t b, int64_t end, T mean) {
-        for (int64_t j = b; j < end; ++j) {
-          T dj = g[j] - mean;
-          if (weight_decay != 0) dj = dj + wd * w[j];
-          if (trust) dj = dj * r;
-          if (has_momentum) {
-            v[j] = first ? dj : v[j] * mu + keep * dj;
-            dj = nesterov ? dj + mu * v[j] : v[j];
-          }
-          w[j] = w[j] + neg_lr * dj;
-        }
+      with_flags(s.momentum, s.first, s.nesterov, [&](auto M, auto F, auto N) {
+        for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+          sgd_row<T, M(), F(), N()>(s, w + b, g + b, v ? v + b : nullptr, len, mean);
+        });
       });
     });
   });
