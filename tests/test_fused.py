@@ -19,20 +19,28 @@ SHAPES = [(), (0,), (5,), (4, 7), (6, 3, 3, 3), (3, 1), (40, 50)]
 # (preset, group-0 kwargs, overrides for a second param group)
 CASES = [
     (rangerlab.Adam, dict(lr=1e-2, weight_decay=0.1), dict(lr=3e-2, betas=(0.8, 0.99))),
-    (rangerlab.Adam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, gc=True),
-     dict(weight_decay=0.0)),
+    (
+        rangerlab.Adam,
+        dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, gc=True),
+        dict(weight_decay=0.0),
+    ),
     (rangerlab.RAdam, dict(lr=1e-2, weight_decay=0.1), dict(eps=1e-3, betas=(0.3, 0.9))),
-    (rangerlab.RAdam, dict(lr=1e-2, decoupled_weight_decay=True, weight_decay=0.1, gc=True),
-     dict(gc=False)),
+    (
+        rangerlab.RAdam,
+        dict(lr=1e-2, decoupled_weight_decay=True, weight_decay=0.1, gc=True),
+        dict(gc=False),
+    ),
     (rangerlab.Ranger, dict(lr=1e-2, weight_decay=0.1, k=3), dict(lr=1e-3, alpha=0.3)),
     (rangerlab.RangerLARS, dict(lr=1e-2, weight_decay=0.1, k=4), dict(max_weight_norm=None)),
     (rangerlab.RangerLARS, dict(lr=1e-2, k=2, max_weight_norm=0.5), dict(trust_ratio=False)),
     (rangerlab.SGD, dict(lr=1e-2), dict(lr=0.1)),
-    (rangerlab.SGD, dict(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.1, gc=True),
-     dict(nesterov=False, dampening=0.3)),
+    (
+        rangerlab.SGD,
+        dict(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.1, gc=True),
+        dict(nesterov=False, dampening=0.3),
+    ),
     (rangerlab.LARS, dict(lr=0.1, weight_decay=0.1, gc=True), dict(trust_ratio=False)),
-    (rangerlab.LARS, dict(lr=0.1, clip=True, momentum=0.0, trust_coefficient=0.02),
-     dict(eps=1e-3)),
+    (rangerlab.LARS, dict(lr=0.1, clip=True, momentum=0.0, trust_coefficient=0.02), dict(eps=1e-3)),
 ]
 IDS = [f"{cls.__name__}-{i}" for i, (cls, _, _) in enumerate(CASES)]
 
@@ -56,7 +64,7 @@ def trajectory(cls, kwargs, second, dtype, steps=14, **path):
 
 
 def assert_same(a_params, a_opt, b_params, b_opt, rtol):
-    for pa, pb in zip(a_params, b_params):
+    for pa, pb in zip(a_params, b_params, strict=True):
         assert _rel(pa, pb) <= rtol
         sa, sb = a_opt.state.get(pa, {}), b_opt.state.get(pb, {})
         assert sorted(sa) == sorted(sb)
@@ -74,8 +82,9 @@ def _rel(x, y):
 
 
 @pytest.mark.parametrize("cls, kwargs, second", CASES, ids=IDS)
-@pytest.mark.parametrize("reference", [dict(foreach=True), dict(foreach=False)],
-                         ids=["foreach", "loop"])
+@pytest.mark.parametrize(
+    "reference", [dict(foreach=True), dict(foreach=False)], ids=["foreach", "loop"]
+)
 def test_fused_equals_reference_float32(cls, kwargs, second, reference):
     fast = trajectory(cls, kwargs, second, torch.float32, fused=True)
     ref = trajectory(cls, kwargs, second, torch.float32, **reference)
@@ -95,7 +104,7 @@ def test_bf16_params(cls, master_weights):
     kwargs = dict(lr=1e-2, master_weights=master_weights)
     fast = trajectory(cls, kwargs, {}, torch.bfloat16, fused=True)
     ref = trajectory(cls, kwargs, {}, torch.bfloat16, foreach=True)
-    for pf, pr in zip(fast[0], ref[0]):
+    for pf, pr in zip(fast[0], ref[0], strict=True):
         assert pf.dtype == torch.bfloat16
         torch.testing.assert_close(pf, pr, rtol=1e-2, atol=1e-2)
     states = [s for s in fast[1].state.values() if "exp_avg" in s or "momentum_buffer" in s]
@@ -111,12 +120,12 @@ def test_matches_torch_adam_and_radam_float64():
         opt_b = theirs(b, lr=1e-2, weight_decay=0.1)
         gen = torch.Generator().manual_seed(3)
         for _ in range(9):  # past RAdam's switch to the rectified step (rho_t > 5 from step 6)
-            for pa, pb in zip(a, b):
+            for pa, pb in zip(a, b, strict=True):
                 pa.grad = torch.randn(pa.shape, generator=gen, dtype=torch.float64)
                 pb.grad = pa.grad.clone()
             opt_a.step()
             opt_b.step()
-        for pa, pb in zip(a, b):
+        for pa, pb in zip(a, b, strict=True):
             assert _rel(pa, pb) <= 1e-13
 
 
@@ -124,8 +133,10 @@ def test_state_dict_moves_between_paths():
     """A checkpoint from the fused path resumes on the reference path and vice versa."""
     cls, kwargs, second = CASES[4]  # Ranger, k=3: the resume lands mid-cycle
     full = trajectory(cls, kwargs, second, torch.float32, steps=10, foreach=False)
-    for first, then in ((dict(fused=True), dict(foreach=False)), (dict(foreach=True),
-                                                                  dict(fused=True))):
+    for first, then in (
+        (dict(fused=True), dict(foreach=False)),
+        (dict(foreach=True), dict(fused=True)),
+    ):
         params, opt = trajectory(cls, kwargs, second, torch.float32, steps=5, **first)
         saved = copy.deepcopy(opt.state_dict())
         groups = [{"params": params[:4]}, {"params": params[4:], **second}]
@@ -147,7 +158,7 @@ def test_grad_untouched_and_no_temporaries():
     grads = [p.grad.clone() for p in params]
     opt = rangerlab.Ranger(params, fused=True)
     opt.step()
-    assert all(torch.equal(p.grad, g) for p, g in zip(params, grads))
+    assert all(torch.equal(p.grad, g) for p, g in zip(params, grads, strict=True))
     # One step allocates no model-sized buffer (the reference path copies every gradient).
     assert bench.step_allocation(opt) < 4096
     assert bench.step_allocation(rangerlab.Ranger(params, foreach=True)) > 4 * sum(
@@ -160,12 +171,13 @@ def test_amp_skipped_step_changes_nothing():
     opt = rangerlab.Ranger(params, fused=True, k=1)
     assert not getattr(opt, "_step_supports_amp_scaling", False)
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    scaler.scale(torch.ones(()))  # what scaling a loss does: creates the scale
     before = [p.detach().clone() for p in params]
     for p in params:
         p.grad = torch.full(p.shape, float("inf"))
     scaler.step(opt)
     scaler.update()
-    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
     assert not opt.state and opt.param_groups[0].get("lookahead_step", 0) == 0
 
 

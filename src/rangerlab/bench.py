@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import statistics
 import time
@@ -84,16 +85,26 @@ def ours() -> list[Case]:
         Case("rangerlab.RAdam", lambda ps: rangerlab.RAdam(ps, lr=1e-3), "adam", ADAM_BYTES, 1.2),
         Case("rangerlab.Ranger", lambda ps: rangerlab.Ranger(ps), "adam", ADAM_BYTES + la, 1.5),
         Case(
-            "rangerlab.RangerLARS", lambda ps: rangerlab.RangerLARS(ps), "adam", ADAM_BYTES + la,
+            "rangerlab.RangerLARS",
+            lambda ps: rangerlab.RangerLARS(ps),
+            "adam",
+            ADAM_BYTES + la,
             2.2,
         ),
-        Case("rangerlab.SGD", lambda ps: rangerlab.SGD(ps, lr=0.1, momentum=0.9), "sgd",
-             SGD_BYTES),
+        Case("rangerlab.SGD", lambda ps: rangerlab.SGD(ps, lr=0.1, momentum=0.9), "sgd", SGD_BYTES),
         Case("rangerlab.LARS", lambda ps: rangerlab.LARS(ps, lr=0.1), "sgd", SGD_BYTES, 1.6),
-        Case("rangerlab.Ranger (reference path)",
-             lambda ps: rangerlab.Ranger(ps, foreach=True), "adam", ADAM_BYTES + la),
-        Case("torch.optim.RAdam (foreach)", lambda ps: torch.optim.RAdam(ps, foreach=True), "adam",
-             ADAM_BYTES),
+        Case(
+            "rangerlab.Ranger (reference path)",
+            lambda ps: rangerlab.Ranger(ps, foreach=True),
+            "adam",
+            ADAM_BYTES + la,
+        ),
+        Case(
+            "torch.optim.RAdam (foreach)",
+            lambda ps: torch.optim.RAdam(ps, foreach=True),
+            "adam",
+            ADAM_BYTES,
+        ),
     ]
 
 
@@ -119,8 +130,9 @@ def peers() -> list[Case]:
         except Exception:  # absent, or broken by a missing dependency (timm needs torchvision)
             continue
         cases.append(
-            Case(f"{module_name}.{attr}", lambda ps, c=cls, kw=kwargs: c(ps, **kw), reference,
-                 nbytes)
+            Case(
+                f"{module_name}.{attr}", lambda ps, c=cls, kw=kwargs: c(ps, **kw), reference, nbytes
+            )
         )
     return cases
 
@@ -155,7 +167,7 @@ def time_pair(case: Case, shapes: list[tuple[int, ...]], reps: int) -> dict[str,
         theirs.append(_block(ref))
     return {
         "seconds": statistics.median(mine),
-        "ratio": statistics.median(m / t for m, t in zip(mine, theirs)),
+        "ratio": statistics.median(m / t for m, t in zip(mine, theirs, strict=True)),
         "state_bytes": state_bytes(opt),
         "step_alloc": step_allocation(opt),
     }
@@ -199,7 +211,8 @@ def machine() -> str:
             model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}{load}"
 
 
 def run(sets: list[str], reps: int, with_peers: bool, print_fn=print) -> list[dict]:
@@ -208,24 +221,34 @@ def run(sets: list[str], reps: int, with_peers: bool, print_fn=print) -> list[di
     start = time.perf_counter()
     fused.available()
     print_fn(f"machine: {machine()}")
-    print_fn(f"fused kernels: compiled in {fused.build_seconds():.1f} s this run "
-             f"(0 = cached build in {fused._build.build_dir()}), load {time.perf_counter() - start:.1f} s")
+    print_fn(
+        f"fused kernels: {fused.build_seconds():.1f} s compiling in this run (0: the cached "
+        f"build was loaded), {time.perf_counter() - start:.1f} s to load"
+    )
     rows = []
     for set_name in sets:
         shapes = PARAM_SETS[set_name]
         n = sum(torch.Size(s).numel() for s in shapes)
         bandwidth = copy_bandwidth(n)
-        print_fn(f"\n{set_name}: {len(shapes)} tensors, {n:,} parameters; "
-                 f"copy bandwidth {bandwidth:.1f} GB/s")
-        print_fn("| optimizer | ms/step | ns/param | GB/s | ratio | vs | goal | state B/param "
-                 "| alloc/step |")
+        print_fn(
+            f"\n{set_name}: {len(shapes)} tensors, {n:,} parameters; "
+            f"copy bandwidth {bandwidth:.1f} GB/s"
+        )
+        print_fn(
+            "| optimizer | ms/step | ns/param | GB/s | ratio | vs | goal | state B/param "
+            "| alloc/step |"
+        )
         print_fn("|---|---|---|---|---|---|---|---|---|")
         for case in cases:
-            r = time_pair(case, shapes, reps if case.name.startswith("rangerlab") else
-                          max(3, reps // 4))
-            goal = None if case.goal is None else case.goal * (1.0 if set_name == "resnet18"
-                                                                else 1.5)
-            verdict = "" if goal is None else f"<= {goal:.2f} {'met' if r['ratio'] <= goal else 'MISSED'}"
+            r = time_pair(
+                case, shapes, reps if case.name.startswith("rangerlab") else max(3, reps // 4)
+            )
+            goal = (
+                None if case.goal is None else case.goal * (1.0 if set_name == "resnet18" else 1.5)
+            )
+            verdict = ""
+            if goal is not None:
+                verdict = f"<= {goal:.2f} {'met' if r['ratio'] <= goal else 'MISSED'}"
             ref = "torch Adam fused" if case.reference == "adam" else "torch SGD fused"
             row = dict(set=set_name, name=case.name, goal=goal, **r)
             rows.append(row)
@@ -243,8 +266,11 @@ def _size(nbytes: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point; see ``python -m rangerlab.bench --help``."""
-    parser = argparse.ArgumentParser(prog="python -m rangerlab.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m rangerlab.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--sets", nargs="+", choices=sorted(PARAM_SETS), default=list(PARAM_SETS))
     parser.add_argument("--reps", type=int, default=30, help="timed blocks per optimizer")
     parser.add_argument("--no-peers", action="store_true", help="skip the other libraries")

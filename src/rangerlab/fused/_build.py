@@ -6,7 +6,10 @@ import functools
 import hashlib
 import logging
 import os
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -34,7 +37,7 @@ def build_dir() -> Path:
     return root / f"fused-{key}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load() -> object:
     """Compile ``kernels.cpp`` on first use (about a minute on 2 cores), load it, return the ops.
 
@@ -50,14 +53,36 @@ def load() -> object:
     start = time.perf_counter()
     if not library.exists():
         log.warning("rangerlab: compiling the fused kernels once into %s", directory)
-    cpp_extension.load(
-        name="rangerlab_fused",
-        sources=[str(SOURCE)],
-        extra_cflags=FLAGS,
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(directory),
-        is_python_module=False,
-        verbose=False,
-    )
+    with _ninja_on_path():
+        cpp_extension.load(
+            name="rangerlab_fused",
+            sources=[str(SOURCE)],
+            extra_cflags=FLAGS,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(directory),
+            is_python_module=False,
+            verbose=False,
+        )
     build_seconds = time.perf_counter() - start
     return torch.ops.rangerlab_fused
+
+
+@contextmanager
+def _ninja_on_path() -> Iterator[None]:
+    """Put the pip package's ``ninja`` on PATH for the duration of the build, if none is there.
+
+    torch's builder looks for ``ninja`` on PATH, which lacks the virtual environment's binaries
+    when the environment is used without being activated.
+    """
+    saved = os.environ.get("PATH", "")
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            pass
+        else:
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + saved
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved

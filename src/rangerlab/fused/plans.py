@@ -59,7 +59,7 @@ class FusedKernel:
         """Update ``weights`` (and the state) in place for one bucket, as the chain would."""
         grads = [
             g.to(w.dtype).contiguous() if g.dtype != w.dtype else g.contiguous()
-            for g, w in zip(grads, weights)
+            for g, w in zip(grads, weights, strict=True)
         ]
         gc = self.centralize and bool(group["gc"])
         # LARS adds the decay itself; the LAMB ratio does not.
@@ -89,10 +89,24 @@ class FusedKernel:
         trust = self.trust and bool(group["trust_ratio"])
         cap = group["max_weight_norm"] if trust else None
         ops.adam_step(
-            weights, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-            [s["slow_param"] for s in states] if sync else [], a, d, adaptive,
-            float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), weight_decay,
-            self.decay == "decoupled", gc, trust, -1.0 if cap is None else float(cap), sync,
+            weights,
+            grads,
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["slow_param"] for s in states] if sync else [],
+            a,
+            d,
+            adaptive,
+            float(group["lr"]),
+            float(beta1),
+            float(beta2),
+            float(group["eps"]),
+            weight_decay,
+            self.decay == "decoupled",
+            gc,
+            trust,
+            -1.0 if cap is None else float(cap),
+            sync,
             float(group["alpha"]) if sync else 0.0,
         )
 
@@ -100,17 +114,26 @@ class FusedKernel:
         momentum = float(group["momentum"]) if self.momentum else 0.0
         fresh = []
         if momentum != 0:
-            for w, s in zip(weights, states):
+            for w, s in zip(weights, states, strict=True):
                 fresh.append(int("momentum_buffer" not in s))
                 if fresh[-1]:
                     s["momentum_buffer"] = torch.empty_like(w)
         trust = self.trust and bool(group["trust_ratio"])
         ops.sgd_step(
-            weights, grads, [s["momentum_buffer"] for s in states] if momentum != 0 else [],
-            fresh, float(group["lr"]), momentum, float(group["dampening"]) if momentum else 0.0,
-            weight_decay, bool(group["nesterov"]) if momentum else False, gc, trust,
+            weights,
+            grads,
+            [s["momentum_buffer"] for s in states] if momentum != 0 else [],
+            fresh,
+            float(group["lr"]),
+            momentum,
+            float(group["dampening"]) if momentum else 0.0,
+            weight_decay,
+            bool(group["nesterov"]) if momentum else False,
+            gc,
+            trust,
             float(group["trust_coefficient"]) if trust else 0.0,
-            float(group["eps"]) if trust else 0.0, bool(group["clip"]) if trust else False,
+            float(group["eps"]) if trust else 0.0,
+            bool(group["clip"]) if trust else False,
         )
 
 
@@ -148,6 +171,11 @@ def kernel_for(transforms: Sequence) -> FusedKernel | None:
     if kernel is None:
         return None
     return FusedKernel(
-        kernel.family, kernel.radam, kernel.decay, kernel.trust, kernel.momentum, centralize,
+        kernel.family,
+        kernel.radam,
+        kernel.decay,
+        kernel.trust,
+        kernel.momentum,
+        centralize,
         lookahead,
     )

@@ -109,7 +109,9 @@ class Chain(Optimizer):
         merged = {**self.defaults, **param_group}
         check_group(merged)
         if merged["fused"] and fused.kernel_for(self.chain_for(merged)) is None:
-            raise ValueError(f"fused=True: {type(self).__name__} has no fused kernel; use fused=None")
+            raise ValueError(
+                f"fused=True: {type(self).__name__} has no fused kernel; use fused=None"
+            )
         if self.param_groups and COUNTER in self.param_groups[0]:
             param_group.setdefault(COUNTER, self.param_groups[0][COUNTER])
         super().add_param_group(param_group)
