@@ -45,6 +45,7 @@ from .plans import FusedKernel, kernel_for
 __all__ = ["FusedKernel", "kernel_for", "select", "available", "build_seconds"]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
+_PLAIN = (Tensor, torch.nn.Parameter)
 _build_error: Exception | None = None
 
 
@@ -72,15 +73,16 @@ def build_seconds() -> float:
 
 
 def _unsupported(weights: Sequence[Tensor]) -> str | None:
-    for w in weights:
-        if type(w) not in (Tensor, torch.nn.Parameter):
-            return f"tensor subclass {type(w).__name__}"
-        if w.device.type != "cpu":
-            return f"device {w.device} (the fused kernels are CPU only)"
-        if w.dtype not in _KERNEL_DTYPES:
-            return f"dtype {w.dtype}"
-        if not w.is_contiguous():
-            return "non-contiguous tensors"
+    # A bucket shares one device and dtype, so the first tensor speaks for them all.
+    first = weights[0]
+    if first.device.type != "cpu":
+        return f"device {first.device} (the fused kernels are CPU only)"
+    if first.dtype not in _KERNEL_DTYPES:
+        return f"dtype {first.dtype}"
+    if not all(type(w) in _PLAIN for w in weights):
+        return "tensor subclasses"
+    if not all(w.is_contiguous() for w in weights):
+        return "non-contiguous tensors"
     return None
 
 

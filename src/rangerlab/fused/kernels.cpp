@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -47,24 +48,73 @@ void run(const std::vector<Task>& tasks, const F& body) {
   });
 }
 
-// Sum (or sum of squares) of x[0, len) in double, in 8 independent lanes so that the compiler can
-// vectorize it without reordering licence (-ffast-math is not used: results must be exact).
+// Partial sums in SIMD registers of the data type (GCC/Clang vector extensions: the compiler will
+// not reorder a scalar floating-point sum itself without -ffast-math) over short spans, each
+// span's lanes then added into a double, so the rounding error stays that of a short sum
+// whatever the tensor's size.
+constexpr int64_t kSpan = 256;
+
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(32)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+
+template <typename T>
+constexpr int64_t kLanes = 32 / sizeof(T);
+
+template <typename T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline double lanes_total(const Vec<T>& acc) {
+  double total = 0.0;
+  for (int64_t k = 0; k < kLanes<T>; ++k) total += static_cast<double>(acc[k]);
+  return total;
+}
+
+// Sum of squares of x[b, stop) (the span's tail is summed as scalars).
+template <typename T>
+inline double span_sq(const T* __restrict__ x, int64_t b, int64_t stop, T shift = T(0)) {
+  Vec<T> acc = {};
+  T tail = 0;
+  int64_t j = b;
+  for (; j + kLanes<T> <= stop; j += kLanes<T>) {
+    const Vec<T> y = load<T>(x + j) - shift;
+    acc += y * y;
+  }
+  for (; j < stop; ++j) tail += (x[j] - shift) * (x[j] - shift);
+  return lanes_total<T>(acc) + static_cast<double>(tail);
+}
+
+// Sum (or sum of squares) of x[0, len) - shift.
 template <typename T, bool kSquare>
 inline double lane_sum(const T* __restrict__ x, int64_t len, T shift = T(0)) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= len; j += 8) {
-    for (int k = 0; k < 8; ++k) {
-      const double y = static_cast<double>(x[j + k] - shift);
-      acc[k] += kSquare ? y * y : y;
+  double total = 0.0;
+  for (int64_t b = 0; b < len; b += kSpan) {
+    const int64_t stop = std::min(len, b + kSpan);
+    if constexpr (kSquare) {
+      total += span_sq(x, b, stop, shift);
+    } else {
+      Vec<T> acc = {};
+      T tail = 0;
+      int64_t j = b;
+      for (; j + kLanes<T> <= stop; j += kLanes<T>) acc += load<T>(x + j) - shift;
+      for (; j < stop; ++j) tail += x[j] - shift;
+      total += lanes_total<T>(acc) + static_cast<double>(tail);
     }
   }
-  double total = 0.0;
-  for (; j < len; ++j) {
-    const double y = static_cast<double>(x[j] - shift);
-    total += kSquare ? y * y : y;
-  }
-  for (int k = 0; k < 8; ++k) total += acc[k];
   return total;
 }
 
@@ -171,24 +221,18 @@ void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __re
                     double& w_sq) {
   RANGERLAB_ADAM_LOCALS(s);
   (void)alpha, (void)alpha_r, (void)alpha_small, (void)neg_lr;
-  for (int64_t j = 0; j < len; ++j) {
-    RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
-  }
-  double au[8] = {0, 0, 0, 0, 0, 0, 0, 0}, aw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= len; j += 8) {
-    for (int k = 0; k < 8; ++k) {
-      RANGERLAB_ADAM_DIRECTION(u, w[j + k], m[j + k], v[j + k]);
-      au[k] += static_cast<double>(u) * u;
-      aw[k] += static_cast<double>(w[j + k]) * w[j + k];
+  // Spans short enough that m, v, w and the directions stay in L1 between the loops.
+  T u[kSpan];
+  for (int64_t b = 0; b < len; b += kSpan) {
+    const int64_t stop = std::min(len, b + kSpan);
+    for (int64_t j = b; j < stop; ++j) {
+      RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+      RANGERLAB_ADAM_DIRECTION(uj, w[j], m[j], v[j]);
+      u[j - b] = uj;
     }
+    u_sq += span_sq(u, 0, stop - b);
+    w_sq += span_sq(w, b, stop);
   }
-  for (; j < len; ++j) {
-    RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
-    u_sq += static_cast<double>(u) * u;
-    w_sq += static_cast<double>(w[j]) * w[j];
-  }
-  for (int k = 0; k < 8; ++k) u_sq += au[k], w_sq += aw[k];
 }
 
 // Trust-ratio pass 2: w -= lr * r * u from the stored moments, and the sync.

@@ -73,18 +73,9 @@ class FusedKernel:
 
     def _adam(self, ops, group, weights, grads, states, steps, gc, weight_decay) -> None:
         beta1, beta2 = group["betas"]
-        a, d, adaptive = [], [], []
-        for t in steps:
-            bias1 = 1.0 - beta1**t
-            if self.radam:
-                r = rectification(t, beta2)
-                a.append((1.0 if r is None else r * math.sqrt(1.0 - beta2**t)) / bias1)
-                d.append(1.0)
-                adaptive.append(int(r is not None))
-            else:
-                a.append(1.0 / bias1)
-                d.append(math.sqrt(1.0 - beta2**t))
-                adaptive.append(1)
+        per_step = {t: self._step_constants(t, beta1, beta2) for t in set(steps)}
+        rows = [per_step[t] for t in steps]
+        a, d, adaptive = ([row[i] for row in rows] for i in range(3))
         sync = self.lookahead and group[COUNTER] % group["k"] == 0
         trust = self.trust and bool(group["trust_ratio"])
         cap = group["max_weight_norm"] if trust else None
@@ -109,6 +100,19 @@ class FusedKernel:
             sync,
             float(group["alpha"]) if sync else 0.0,
         )
+
+    def _step_constants(self, t: int, beta1: float, beta2: float) -> tuple[float, float, int]:
+        """Step ``t``'s constants ``(a, d, adaptive)`` for the kernel.
+
+        The direction is ``a*m/(sqrt(v)/d + eps)``, or ``a*m`` while RAdam is not yet adaptive.
+        """
+        bias1 = 1.0 - beta1**t
+        if not self.radam:
+            return 1.0 / bias1, math.sqrt(1.0 - beta2**t), 1
+        r = rectification(t, beta2)
+        if r is None:
+            return 1.0 / bias1, 1.0, 0
+        return r * math.sqrt(1.0 - beta2**t) / bias1, 1.0, 1
 
     def _sgd(self, ops, group, weights, grads, states, gc, weight_decay) -> None:
         momentum = float(group["momentum"]) if self.momentum else 0.0
