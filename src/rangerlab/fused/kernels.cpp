@@ -42,10 +42,31 @@ std::vector<Task> make_tasks(at::TensorList params, bool gc) {
 }
 
 template <typename F>
-void run(const std::vector<Task>& tasks, const F& body) {
-  at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t b, int64_t e) {
+void run(const std::vector<Task>& tasks, const F& body, int64_t from = 0, int64_t to = -1) {
+  to = to < 0 ? static_cast<int64_t>(tasks.size()) : to;
+  at::parallel_for(from, to, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) body(t, tasks[t]);
   });
+}
+
+// Trust ratios need whole-tensor norms before the update. Both passes go over a batch of whole
+// tensors of about kBatch elements at a time, so that the second pass finds what the first one
+// read still in cache: finish(from, to) turns the batch's partial norms into ratios in between.
+constexpr int64_t kBatch = 1 << 19;
+
+template <typename P1, typename Fin, typename P2>
+void two_pass(const std::vector<Task>& tasks, const P1& pass1, const Fin& finish, const P2& pass2) {
+  const int64_t count = static_cast<int64_t>(tasks.size());
+  for (int64_t from = 0, to = 0; from < count; from = to) {
+    int64_t elements = 0;
+    while (to < count && (elements < kBatch || tasks[to].index == tasks[to - 1].index)) {
+      elements += tasks[to].end - tasks[to].begin;
+      ++to;
+    }
+    run(tasks, pass1, from, to);
+    finish(from, to);
+    run(tasks, pass2, from, to);
+  }
 }
 
 // Partial sums in SIMD registers of the data type (GCC/Clang vector extensions: the compiler will
@@ -293,8 +314,9 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
       });
       return;
     }
-    std::vector<double> u_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0);
-    run(tasks, [&](int64_t t, const Task& task) {
+    std::vector<double> u_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0), un(n, 0.0), wn(n, 0.0);
+    std::vector<T> ratio(n, T(1));
+    auto norms = [&](int64_t t, const Task& task) {
       const int64_t i = task.index;
       const AdamArgs<T> s = args(i);
       const T* w = params[i].data_ptr<T>();
@@ -307,19 +329,19 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
                                       w_sq[t]);
         });
       });
-    });
-    std::vector<double> un(n, 0.0), wn(n, 0.0);
-    for (size_t t = 0; t < tasks.size(); ++t) {
-      un[tasks[t].index] += u_sq[t];
-      wn[tasks[t].index] += w_sq[t];
-    }
-    std::vector<T> ratio(n, T(1));
-    for (int64_t i = 0; i < n; ++i) {
-      const T w_norm = T(std::sqrt(wn[i])), u_norm = T(std::sqrt(un[i]));
-      const T capped = max_weight_norm >= 0 ? std::min(w_norm, T(max_weight_norm)) : w_norm;
-      ratio[i] = (w_norm > 0 && u_norm > 0) ? capped / u_norm : T(1);
-    }
-    run(tasks, [&](int64_t, const Task& task) {
+    };
+    auto ratios = [&](int64_t from, int64_t to) {
+      for (int64_t t = from; t < to; ++t) {
+        un[tasks[t].index] += u_sq[t];
+        wn[tasks[t].index] += w_sq[t];
+      }
+      for (int64_t i = tasks[from].index; i <= tasks[to - 1].index; ++i) {
+        const T w_norm = T(std::sqrt(wn[i])), u_norm = T(std::sqrt(un[i]));
+        const T capped = max_weight_norm >= 0 ? std::min(w_norm, T(max_weight_norm)) : w_norm;
+        ratio[i] = (w_norm > 0 && u_norm > 0) ? capped / u_norm : T(1);
+      }
+    };
+    auto apply = [&](int64_t, const Task& task) {
       const int64_t i = task.index;
       T* slow = slow_of(i);
       const AdamArgs<T> s = args(i);
@@ -329,7 +351,8 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
                                     exp_avg_sqs[i].data_ptr<T>() + task.begin,
                                     slow ? slow + task.begin : nullptr, task.end - task.begin);
       });
-    });
+    };
+    two_pass(tasks, norms, ratios, apply);
   });
 }
 
@@ -378,28 +401,7 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
     using T = scalar_t;
     const T wd = T(weight_decay);
     std::vector<T> ratio(n, T(1));
-    if (trust) {
-      std::vector<double> g_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0);
-      run(tasks, [&](int64_t t, const Task& task) {
-        const T* g = grads[task.index].data_ptr<T>();
-        const T* w = params[task.index].data_ptr<T>();
-        for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
-          sq_norms_row(w + b, g + b, len, mean, g_sq[t], w_sq[t]);
-        });
-      });
-      std::vector<double> gn(n, 0.0), wn(n, 0.0);
-      for (size_t t = 0; t < tasks.size(); ++t) {
-        gn[tasks[t].index] += g_sq[t];
-        wn[tasks[t].index] += w_sq[t];
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        const T w_norm = T(std::sqrt(wn[i])), g_norm = T(std::sqrt(gn[i]));
-        T r = T(trust_coefficient) * w_norm / (g_norm + wd * w_norm + T(eps));
-        if (clip) r = std::min(r / T(lr), T(1));
-        ratio[i] = (w_norm > 0 && g_norm > 0) ? r : T(1);
-      }
-    }
-    run(tasks, [&](int64_t, const Task& task) {
+    auto update = [&](int64_t, const Task& task) {
       const int64_t i = task.index;
       SgdArgs<T> s;
       s.wd = wd, s.mu = T(momentum), s.keep = T(1 - dampening), s.neg_lr = T(-lr);
@@ -413,7 +415,32 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
           sgd_row<T, M(), F(), N()>(s, w + b, g + b, v ? v + b : nullptr, len, mean);
         });
       });
-    });
+    };
+    if (!trust) {
+      run(tasks, update);
+      return;
+    }
+    std::vector<double> g_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0), gn(n, 0.0), wn(n, 0.0);
+    auto norms = [&](int64_t t, const Task& task) {
+      const T* g = grads[task.index].data_ptr<T>();
+      const T* w = params[task.index].data_ptr<T>();
+      for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+        sq_norms_row(w + b, g + b, len, mean, g_sq[t], w_sq[t]);
+      });
+    };
+    auto ratios = [&](int64_t from, int64_t to) {
+      for (int64_t t = from; t < to; ++t) {
+        gn[tasks[t].index] += g_sq[t];
+        wn[tasks[t].index] += w_sq[t];
+      }
+      for (int64_t i = tasks[from].index; i <= tasks[to - 1].index; ++i) {
+        const T w_norm = T(std::sqrt(wn[i])), g_norm = T(std::sqrt(gn[i]));
+        T r = T(trust_coefficient) * w_norm / (g_norm + wd * w_norm + T(eps));
+        if (clip) r = std::min(r / T(lr), T(1));
+        ratio[i] = (w_norm > 0 && g_norm > 0) ? r : T(1);
+      }
+    };
+    two_pass(tasks, norms, ratios, update);
   });
 }
 
