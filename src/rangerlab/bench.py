@@ -278,9 +278,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sets", nargs="+", choices=sorted(PARAM_SETS), default=list(PARAM_SETS))
     parser.add_argument("--reps", type=int, default=30, help="timed blocks per optimizer")
     parser.add_argument("--no-peers", action="store_true", help="skip the other libraries")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's); 1 resists busy neighbours"
+    )
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error(f"--reps must be positive, got {args.reps}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
     run(args.sets, args.reps, not args.no_peers)
 
 
