@@ -47,9 +47,15 @@ def assert_same_snapshot(a, b):
 
 
 @cases
-def test_trajectory_matches_reference(case: Case):
+@pytest.mark.parametrize("path", ["default", "foreach"])
+def test_trajectory_matches_reference(case: Case, path: str):
+    """The default path (the fused kernels on CPU) and the foreach reference path both match."""
     ours_p, ref_p = make_params(), make_params()
-    run(case.ours(ours_p), ours_p, STEPS)
+    ours = case.ours(ours_p)
+    if path == "foreach":
+        for group in ours.param_groups:
+            group["foreach"] = True
+    run(ours, ours_p, STEPS)
     run(case.ref(ref_p), ref_p, STEPS)
     assert_params_close(ours_p, ref_p)
     assert not torch.equal(ours_p[0].detach(), make_params()[0].detach())

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .. import fused
 from .._ops import foreach_supported, pick_ops
 from .._validation import check_group
 from ..transforms.base import Context, Transform
@@ -104,10 +105,6 @@ class Chain(Optimizer):
             defaults = {**COMMON_DEFAULTS, **declared, **hyperparameters}
         self._transforms = transforms
         check_group(defaults)
-        if defaults.get("fused"):
-            raise NotImplementedError(
-                f"fused=True: {type(self).__name__} has no fused kernel yet; use fused=None"
-            )
         self.skipped_steps = 0
         self.last_step_skipped = False
         super().__init__(params, defaults)
@@ -116,7 +113,12 @@ class Chain(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group, validating its hyperparameters; its transforms set up group-level state."""
-        check_group({**self.defaults, **param_group})
+        merged = {**self.defaults, **param_group}
+        check_group(merged)
+        if merged["fused"] and fused.kernel_for(self.chain_for(merged)) is None:
+            raise ValueError(
+                f"fused=True: {type(self).__name__} has no fused kernel; use fused=None"
+            )
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for t in self.chain_for(group):
@@ -183,17 +185,21 @@ class Chain(Optimizer):
         torch._foreach_add_(step_counters, 1.0)
         steps = [int(t) for t in torch.stack(step_counters).tolist()]
 
-        dtype = weights[0].dtype
-        if all(g.dtype == dtype for g in grads):
-            updates = ops.clone(grads)
+        kernel = fused.select(group, transforms, weights)
+        if kernel is not None:
+            kernel(group, weights, grads, states, steps)
         else:
-            updates = [g.to(dtype, copy=True) for g in grads]
-        ctx = Context(group=group, params=weights, states=states, steps=steps, ops=ops)
-        for t in transforms:
-            updates = t.update(updates, ctx)
-        ops.add_(weights, updates, alpha=-float(group["lr"]))
-        for t in transforms:
-            t.after_update(ctx)
+            dtype = weights[0].dtype
+            if all(g.dtype == dtype for g in grads):
+                updates = ops.clone(grads)
+            else:
+                updates = [g.to(dtype, copy=True) for g in grads]
+            ctx = Context(group=group, params=weights, states=states, steps=steps, ops=ops)
+            for t in transforms:
+                updates = t.update(updates, ctx)
+            ops.add_(weights, updates, alpha=-float(group["lr"]))
+            for t in transforms:
+                t.after_update(ctx)
         if weights is not params:
             ops.copy_(params, weights)
 

@@ -1,0 +1,295 @@
+"""Step-time benchmark: ``python -m rangerlab.bench``.
+
+For each optimizer and parameter set (ResNet-18's parameter shapes; 2,000 tensors of 64x64) it
+prints the median time of a step with fixed gradients, ns per parameter, the effective bandwidth
+(the bytes the algorithm must move, over the time), the ratio to torch's fused Adam or SGD
+measured in the same process and interleaved with it (median of per-block ratios, so a noisy
+neighbour slows both sides of a pair alike), the optimizer state in bytes per parameter, and the
+bytes allocated during one step. Peers that users would otherwise pick (pytorch_optimizer,
+torch_optimizer, pytorch_ranger, timm.optim) are timed the same way when they can be imported.
+The limit is the machine's copy bandwidth, measured first.
+
+Timing: a block is ``k = 6`` steps (one Lookahead cycle, so sync steps count at their real rate);
+steps are timed in blocks, alternating between the optimizer and its torch reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import rangerlab
+from rangerlab import fused
+
+BLOCK = 6
+
+
+def resnet18_shapes() -> list[tuple[int, ...]]:
+    """The parameter shapes of torchvision's ResNet-18 (11,689,512 floats), without torchvision."""
+    shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
+    in_ch = 64
+    for out_ch, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block in range(2):
+            first = in_ch if block == 0 else out_ch
+            shapes += [(out_ch, first, 3, 3), (out_ch,), (out_ch,)]
+            shapes += [(out_ch, out_ch, 3, 3), (out_ch,), (out_ch,)]
+            if block == 0 and (stride != 1 or in_ch != out_ch):
+                shapes += [(out_ch, in_ch, 1, 1), (out_ch,), (out_ch,)]
+        in_ch = out_ch
+    return shapes + [(1000, 512), (1000,)]
+
+
+PARAM_SETS: dict[str, list[tuple[int, ...]]] = {
+    "resnet18": resnet18_shapes(),
+    "2000x4096": [(64, 64)] * 2000,
+}
+
+Factory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked optimizer: its factory, its torch reference, the bytes it must move."""
+
+    name: str
+    make: Factory
+    reference: str  # "adam" or "sgd"
+    bytes_per_param: float  # fp32: reads and writes of weights, gradients and state per step
+    goal: float | None = None  # ratio goal on the ResNet-18 set (x1.5 on the small-tensor set)
+    slow: bool = False  # a slower path shown for comparison: timed with fewer blocks
+
+
+ADAM_BYTES = 28.0  # read g, w, m, v; write w, m, v
+SGD_BYTES = 20.0  # read g, w, v; write w, v
+LOOKAHEAD_BYTES = 8.0 / BLOCK  # on a sync step: read and write the slow weights
+
+TORCH = {
+    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True),
+    "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True),
+}
+
+
+def ours() -> list[Case]:
+    """rangerlab's presets on their default (fused) path, with the issue's ratio goals."""
+    la = LOOKAHEAD_BYTES
+    return [
+        Case("rangerlab.Adam", lambda ps: rangerlab.Adam(ps, lr=1e-3), "adam", ADAM_BYTES),
+        Case("rangerlab.RAdam", lambda ps: rangerlab.RAdam(ps, lr=1e-3), "adam", ADAM_BYTES, 1.2),
+        Case("rangerlab.Ranger", lambda ps: rangerlab.Ranger(ps), "adam", ADAM_BYTES + la, 1.5),
+        Case(
+            "rangerlab.RangerLARS",
+            lambda ps: rangerlab.RangerLARS(ps),
+            "adam",
+            ADAM_BYTES + la,
+            2.2,
+        ),
+        Case("rangerlab.SGD", lambda ps: rangerlab.SGD(ps, lr=0.1, momentum=0.9), "sgd", SGD_BYTES),
+        Case("rangerlab.LARS", lambda ps: rangerlab.LARS(ps, lr=0.1), "sgd", SGD_BYTES, 1.6),
+        Case(
+            "rangerlab.Ranger (reference path)",
+            lambda ps: rangerlab.Ranger(ps, foreach=True),
+            "adam",
+            ADAM_BYTES + la,
+            slow=True,
+        ),
+        Case(
+            "torch.optim.RAdam (foreach)",
+            lambda ps: torch.optim.RAdam(ps, foreach=True),
+            "adam",
+            ADAM_BYTES,
+            slow=True,
+        ),
+    ]
+
+
+def peers() -> list[Case]:
+    """The other libraries' versions, for those that import (each is optional)."""
+    la = LOOKAHEAD_BYTES
+    table = [
+        ("pytorch_optimizer", "RAdam", {}, "adam", ADAM_BYTES),
+        ("pytorch_optimizer", "Ranger", {}, "adam", ADAM_BYTES + la),
+        ("pytorch_optimizer", "Lamb", {}, "adam", ADAM_BYTES),
+        ("pytorch_optimizer", "LARS", {"lr": 0.1}, "sgd", SGD_BYTES),
+        ("torch_optimizer", "RAdam", {}, "adam", ADAM_BYTES),
+        ("torch_optimizer", "Ranger", {}, "adam", ADAM_BYTES + la),
+        ("torch_optimizer", "Lamb", {}, "adam", ADAM_BYTES),
+        ("pytorch_ranger", "Ranger", {}, "adam", ADAM_BYTES + la),
+        ("timm.optim", "RAdam", {}, "adam", ADAM_BYTES),
+        ("timm.optim", "Lars", {"lr": 0.1}, "sgd", SGD_BYTES),
+    ]
+    cases = []
+    for module_name, attr, kwargs, reference, nbytes in table:
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except Exception:  # absent, or broken by a missing dependency (timm needs torchvision)
+            continue
+        cases.append(
+            Case(
+                f"{module_name}.{attr}",
+                lambda ps, c=cls, kw=kwargs: c(ps, **kw),
+                reference,
+                nbytes,
+                slow=True,
+            )
+        )
+    return cases
+
+
+def make_params(shapes: list[tuple[int, ...]], seed: int = 0) -> list[torch.Tensor]:
+    """Parameters with fixed gradients (each call makes its own copy: some peers edit grads)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for shape in shapes:
+        p = torch.nn.Parameter(torch.randn(shape, generator=gen) * 0.05)
+        p.grad = torch.randn(shape, generator=gen) * 1e-3
+        params.append(p)
+    return params
+
+
+def _block(opt: torch.optim.Optimizer) -> float:
+    start = time.perf_counter()
+    for _ in range(BLOCK):
+        opt.step()
+    return (time.perf_counter() - start) / BLOCK
+
+
+def time_pair(case: Case, shapes: list[tuple[int, ...]], reps: int) -> dict[str, float]:
+    """Median step time of ``case`` and of its torch reference, timed in alternating blocks."""
+    opt = case.make(make_params(shapes))
+    ref = TORCH[case.reference](make_params(shapes))
+    _block(opt), _block(ref)  # warm-up: state is created, RAdam is past its first 6 steps
+    mine, theirs = [], []
+    for _ in range(reps):
+        mine.append(_block(opt))
+        theirs.append(_block(ref))
+    return {
+        "seconds": statistics.median(mine),
+        "ratio": statistics.median(m / t for m, t in zip(mine, theirs, strict=True)),
+        "state_bytes": state_bytes(opt),
+        "step_alloc": step_allocation(opt),
+    }
+
+
+def state_bytes(opt: torch.optim.Optimizer) -> float:
+    """Optimizer state per parameter, in bytes (step counters and scalars excluded)."""
+    total = sum(
+        v.numel() * v.element_size()
+        for s in opt.state.values()
+        for k, v in s.items()
+        if isinstance(v, torch.Tensor) and k != "step" and v.dim() > 0
+    )
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    return total / n
+
+
+def step_allocation(opt: torch.optim.Optimizer) -> int:
+    """Bytes allocated by the ops of one step (torch profiler): bounds the peak extra memory."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        opt.step()
+    return sum(max(e.cpu_memory_usage, 0) for e in prof.events())
+
+
+def copy_bandwidth(numel: int, reps: int = 20) -> float:
+    """The machine's copy bandwidth in GB/s (read + write) for a buffer of ``numel`` floats."""
+    src, dst = torch.randn(numel), torch.empty(numel)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return 8 * numel / statistics.median(times) / 1e9
+
+
+def machine() -> str:
+    """CPU model and thread count, for the table's header."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}{load}"
+
+
+def run(sets: list[str], reps: int, with_peers: bool, print_fn=print) -> list[dict]:
+    """Benchmark every case on every parameter set; print a markdown table; return the rows."""
+    cases = ours() + (peers() if with_peers else [])
+    start = time.perf_counter()
+    fused.available()
+    print_fn(f"machine: {machine()}")
+    print_fn(
+        f"fused kernels: {fused.build_seconds():.1f} s compiling in this run (0: the cached "
+        f"build was loaded), {time.perf_counter() - start:.1f} s to load"
+    )
+    rows = []
+    for set_name in sets:
+        shapes = PARAM_SETS[set_name]
+        n = sum(torch.Size(s).numel() for s in shapes)
+        bandwidth = copy_bandwidth(n)
+        print_fn(
+            f"\n{set_name}: {len(shapes)} tensors, {n:,} parameters; "
+            f"copy bandwidth {bandwidth:.1f} GB/s"
+        )
+        print_fn(
+            "| optimizer | ms/step | ns/param | GB/s | ratio | vs | goal | state B/param "
+            "| alloc/step |"
+        )
+        print_fn("|---|---|---|---|---|---|---|---|---|")
+        for case in cases:
+            r = time_pair(case, shapes, max(3, reps // 6) if case.slow else reps)
+            goal = (
+                None if case.goal is None else case.goal * (1.0 if set_name == "resnet18" else 1.5)
+            )
+            verdict = ""
+            if goal is not None:
+                verdict = f"<= {goal:.2f} {'met' if r['ratio'] <= goal else 'MISSED'}"
+            ref = "torch Adam fused" if case.reference == "adam" else "torch SGD fused"
+            row = dict(set=set_name, name=case.name, goal=goal, **r)
+            rows.append(row)
+            print_fn(
+                f"| {case.name} | {r['seconds'] * 1e3:.2f} | {r['seconds'] * 1e9 / n:.2f} "
+                f"| {case.bytes_per_param * n / r['seconds'] / 1e9:.1f} | {r['ratio']:.2f} "
+                f"| {ref} | {verdict} | {r['state_bytes']:.0f} | {_size(r['step_alloc'])} |"
+            )
+    return rows
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point; see ``python -m rangerlab.bench --help``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rangerlab.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sets", nargs="+", choices=sorted(PARAM_SETS), default=list(PARAM_SETS))
+    parser.add_argument("--reps", type=int, default=30, help="timed blocks per optimizer")
+    parser.add_argument("--no-peers", action="store_true", help="skip the other libraries")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's); 1 resists busy neighbours"
+    )
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error(f"--reps must be positive, got {args.reps}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    run(args.sets, args.reps, not args.no_peers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The fused fast path: each optimizer step in one or two passes over memory (CPU).
+
+Design note. An optimizer step is memory-bound: it must read the gradients, weights and state and
+write the weights and state back, and the reference path (one ``torch._foreach_*`` call per
+operation) makes about ten such passes. The options weighed:
+
+* ``torch.compile`` of the list kernels: fuses well, but compiles one graph per list of shapes
+  (minutes for 2,000 tensors, again for every new model), recompiles on new Python scalars, and
+  its CPU backend fails on kernels that mix a per-row mean (GC) with in-place updates of the same
+  tensors (``KeyError: 'bufN'``, seen with torch 2.13).
+* torch's own fused Adam with adjusted arguments (RAdam's rectified phase is Adam with
+  ``lr*r_t`` and ``eps/sqrt(1-beta2^t)``): one pass, but GC, the LAMB/LARS norms and the
+  Lookahead sync would each add passes, and RAdam's first steps need another kernel anyway.
+* a small C++ kernel per family (``kernels.cpp``, ATen only, built once with
+  ``torch.utils.cpp_extension`` and cached on disk): one pass for Adam/RAdam/Ranger (GC is taken
+  per row while the row is in cache, the Lookahead sync rides along on sync steps), two for
+  LARS and Ranger-LARS (the trust ratio needs whole-tensor norms before the update). Parallel
+  over row-aligned chunks of all tensors at once, so 2,000 small tensors cost one dispatch.
+
+We use the C++ kernels. The build (about a minute on 2 cores, logged with its directory) happens
+at the first fused step and is reused by every later process; :data:`_build.build_seconds`
+reports it. The kernels follow the reference transforms operation by operation, so the two paths
+agree to rounding and keep the same state keys (a checkpoint moves between them).
+
+When it runs: for a bucket whose group has ``fused=True``, or ``fused=None`` with ``foreach=None``
+(an explicit ``foreach`` asks for the reference path, as in torch), if the group's chain has a
+kernel (:func:`kernel_for`) and the tensors are contiguous float32/float64 CPU tensors (bf16/fp16
+weights arrive as float32 working copies; their gradients are converted). ``fused=True`` raises a
+clear error where that does not hold; ``fused=None`` quietly takes the reference path, also when
+the kernels cannot be built (no C++ compiler), after one warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _build
+from .plans import FusedKernel, kernel_for
+
+__all__ = ["FusedKernel", "kernel_for", "select", "available", "build_seconds"]
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+_PLAIN = (Tensor, torch.nn.Parameter)
+_build_error: Exception | None = None
+
+
+def available() -> bool:
+    """True when the C++ kernels are built (building them now if needed) and loaded."""
+    global _build_error
+    if _build_error is not None:
+        return False
+    try:
+        _build.load()
+    except Exception as error:  # a missing compiler or ninja surfaces as many error types
+        _build_error = error
+        warnings.warn(
+            f"rangerlab: the fused kernels could not be built ({error}); using the reference path",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def build_seconds() -> float:
+    """Seconds this process spent compiling the kernels (0 if a cached build was loaded)."""
+    return _build.build_seconds
+
+
+def _unsupported(weights: Sequence[Tensor]) -> str | None:
+    # A bucket shares one device and dtype, so the first tensor speaks for them all.
+    first = weights[0]
+    if first.device.type != "cpu":
+        return f"device {first.device} (the fused kernels are CPU only)"
+    if first.dtype not in _KERNEL_DTYPES:
+        return f"dtype {first.dtype}"
+    if not all(type(w) in _PLAIN for w in weights):
+        return "tensor subclasses"
+    if not all(w.is_contiguous() for w in weights):
+        return "non-contiguous tensors"
+    return None
+
+
+def select(
+    group: dict[str, Any], transforms: Sequence, weights: Sequence[Tensor]
+) -> FusedKernel | None:
+    """The kernel to run a bucket with, or None for the reference path (see the module note).
+
+    Raises:
+        ValueError: ``fused=True`` and the chain has no kernel or the tensors do not fit one.
+        RuntimeError: ``fused=True`` and the kernels cannot be built.
+    """
+    fused = group["fused"]
+    if fused is False or (fused is None and group["foreach"] is not None):
+        return None
+    kernel = kernel_for(transforms)
+    if kernel is None:
+        if fused:
+            raise ValueError(
+                f"fused=True: no fused kernel for the chain {list(transforms)}; use fused=None"
+            )
+        return None
+    reason = _unsupported(weights)
+    if reason is not None:
+        if fused:
+            raise ValueError(f"fused=True: the fused kernels do not take {reason}")
+        return None
+    if fused:
+        _build.load()
+        return kernel
+    return kernel if available() else None

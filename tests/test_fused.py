@@ -1,0 +1,222 @@
+"""The fused fast path equals the reference path (foreach and per-tensor) on the generic cases."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import rangerlab
+from rangerlab import bench, fused
+from rangerlab.transforms import centralize, lookahead, scale_by_adam, scale_by_trust_ratio
+
+pytestmark = pytest.mark.skipif(not fused.available(), reason="no C++ compiler for the kernels")
+
+# 0-d, empty, 1-D, linear and conv tensors; GC rows of 1, 7 and 27 elements.
+SHAPES = [(), (0,), (5,), (4, 7), (6, 3, 3, 3), (3, 1), (40, 50)]
+
+# (preset, group-0 kwargs, overrides for a second param group)
+CASES = [
+    (rangerlab.Adam, dict(lr=1e-2, weight_decay=0.1), dict(lr=3e-2, betas=(0.8, 0.99))),
+    (
+        rangerlab.Adam,
+        dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, gc=True),
+        dict(weight_decay=0.0),
+    ),
+    (rangerlab.RAdam, dict(lr=1e-2, weight_decay=0.1), dict(eps=1e-3, betas=(0.3, 0.9))),
+    (
+        rangerlab.RAdam,
+        dict(lr=1e-2, decoupled_weight_decay=True, weight_decay=0.1, gc=True),
+        dict(gc=False),
+    ),
+    (rangerlab.Ranger, dict(lr=1e-2, weight_decay=0.1, k=3), dict(lr=1e-3, alpha=0.3)),
+    (rangerlab.RangerLARS, dict(lr=1e-2, weight_decay=0.1, k=4), dict(max_weight_norm=None)),
+    (rangerlab.RangerLARS, dict(lr=1e-2, k=2, max_weight_norm=0.5), dict(trust_ratio=False)),
+    (rangerlab.SGD, dict(lr=1e-2), dict(lr=0.1)),
+    (
+        rangerlab.SGD,
+        dict(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.1, gc=True),
+        dict(nesterov=False, dampening=0.3),
+    ),
+    (rangerlab.LARS, dict(lr=0.1, weight_decay=0.1, gc=True), dict(trust_ratio=False)),
+    (rangerlab.LARS, dict(lr=0.1, clip=True, momentum=0.0, trust_coefficient=0.02), dict(eps=1e-3)),
+]
+IDS = [f"{cls.__name__}-{i}" for i, (cls, _, _) in enumerate(CASES)]
+
+
+def make_params(dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in SHAPES]
+
+
+def trajectory(cls, kwargs, second, dtype, steps=14, **path):
+    """Run ``steps`` steps with two param groups, a parameter without gradient, fixed seeds."""
+    params = make_params(dtype)
+    groups = [{"params": params[:4]}, {"params": params[4:], **second}]
+    opt = cls(groups, **kwargs, **path)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for i, p in enumerate(params):
+            p.grad = None if i == 3 else torch.randn(p.shape, generator=gen, dtype=dtype)
+        opt.step()
+    return params, opt
+
+
+def assert_same(a_params, a_opt, b_params, b_opt, rtol):
+    for pa, pb in zip(a_params, b_params, strict=True):
+        assert _rel(pa, pb) <= rtol
+        sa, sb = a_opt.state.get(pa, {}), b_opt.state.get(pb, {})
+        assert sorted(sa) == sorted(sb)
+        for key in sa:
+            assert _rel(sa[key], sb[key]) <= rtol, key
+    assert [g.get("lookahead_step") for g in a_opt.param_groups] == [
+        g.get("lookahead_step") for g in b_opt.param_groups
+    ]
+
+
+def _rel(x, y):
+    """Norm-wise relative difference (exactly 0 for empty tensors)."""
+    x, y = x.detach().double(), y.detach().double()
+    return float((x - y).norm() / y.norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("cls, kwargs, second", CASES, ids=IDS)
+@pytest.mark.parametrize(
+    "reference", [dict(foreach=True), dict(foreach=False)], ids=["foreach", "loop"]
+)
+def test_fused_equals_reference_float32(cls, kwargs, second, reference):
+    fast = trajectory(cls, kwargs, second, torch.float32, fused=True)
+    ref = trajectory(cls, kwargs, second, torch.float32, **reference)
+    assert_same(*fast, *ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls, kwargs, second", CASES, ids=IDS)
+def test_fused_equals_reference_float64(cls, kwargs, second):
+    fast = trajectory(cls, kwargs, second, torch.float64, fused=True)
+    ref = trajectory(cls, kwargs, second, torch.float64, foreach=False)
+    assert_same(*fast, *ref, rtol=1e-13)
+
+
+@pytest.mark.parametrize("master_weights", [False, True])
+@pytest.mark.parametrize("cls", [rangerlab.Ranger, rangerlab.LARS])
+def test_bf16_params(cls, master_weights):
+    kwargs = dict(lr=1e-2, master_weights=master_weights)
+    fast = trajectory(cls, kwargs, {}, torch.bfloat16, fused=True)
+    ref = trajectory(cls, kwargs, {}, torch.bfloat16, foreach=True)
+    for pf, pr in zip(fast[0], ref[0], strict=True):
+        assert pf.dtype == torch.bfloat16
+        torch.testing.assert_close(pf, pr, rtol=1e-2, atol=1e-2)
+    states = [s for s in fast[1].state.values() if "exp_avg" in s or "momentum_buffer" in s]
+    assert states and all(
+        v.dtype == torch.float32 for s in states for k, v in s.items() if k != "step"
+    )
+
+
+def test_matches_torch_adam_and_radam_float64():
+    for ours, theirs in ((rangerlab.Adam, torch.optim.Adam), (rangerlab.RAdam, torch.optim.RAdam)):
+        a, b = make_params(torch.float64), make_params(torch.float64)
+        opt_a = ours(a, lr=1e-2, weight_decay=0.1, fused=True)
+        opt_b = theirs(b, lr=1e-2, weight_decay=0.1)
+        gen = torch.Generator().manual_seed(3)
+        for _ in range(9):  # past RAdam's switch to the rectified step (rho_t > 5 from step 6)
+            for pa, pb in zip(a, b, strict=True):
+                pa.grad = torch.randn(pa.shape, generator=gen, dtype=torch.float64)
+                pb.grad = pa.grad.clone()
+            opt_a.step()
+            opt_b.step()
+        for pa, pb in zip(a, b, strict=True):
+            assert _rel(pa, pb) <= 1e-13
+
+
+def test_state_dict_moves_between_paths():
+    """A checkpoint from the fused path resumes on the reference path and vice versa."""
+    cls, kwargs, second = CASES[4]  # Ranger, k=3: the resume lands mid-cycle
+    full = trajectory(cls, kwargs, second, torch.float32, steps=10, foreach=False)
+    for first, then in (
+        (dict(fused=True), dict(foreach=False)),
+        (dict(foreach=True), dict(fused=True)),
+    ):
+        params, opt = trajectory(cls, kwargs, second, torch.float32, steps=5, **first)
+        saved = copy.deepcopy(opt.state_dict())
+        groups = [{"params": params[:4]}, {"params": params[4:], **second}]
+        resumed = cls(groups, **kwargs, **then)
+        resumed.load_state_dict(saved)
+        gen = torch.Generator().manual_seed(1)
+        for step in range(10):
+            for i, p in enumerate(params):
+                p.grad = None if i == 3 else torch.randn(p.shape, generator=gen)
+            if step >= 5:
+                resumed.step()
+        assert_same(params, resumed, *full, rtol=1e-6)
+
+
+def test_grad_untouched_and_no_temporaries():
+    params = make_params(torch.float32)
+    for p in params:
+        p.grad = torch.randn(p.shape)
+    grads = [p.grad.clone() for p in params]
+    opt = rangerlab.Ranger(params, fused=True)
+    opt.step()
+    assert all(torch.equal(p.grad, g) for p, g in zip(params, grads, strict=True))
+    # One step allocates no model-sized buffer (the reference path copies every gradient).
+    assert bench.step_allocation(opt) < 4096
+    assert bench.step_allocation(rangerlab.Ranger(params, foreach=True)) > 4 * sum(
+        p.numel() for p in params
+    )
+
+
+def test_amp_skipped_step_changes_nothing():
+    params = make_params(torch.float32)
+    opt = rangerlab.Ranger(params, fused=True, k=1)
+    assert not getattr(opt, "_step_supports_amp_scaling", False)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    scaler.scale(torch.ones(()))  # what scaling a loss does: creates the scale
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.full(p.shape, float("inf"))
+    scaler.step(opt)
+    scaler.update()
+    assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
+    assert not opt.state and opt.param_groups[0].get("lookahead_step", 0) == 0
+
+
+def test_path_selection():
+    params = make_params(torch.float32)
+    ranger = rangerlab.Ranger(params)
+    group = ranger.param_groups[0]
+    kernel = fused.select(group, ranger.chain_for(group), params)
+    assert kernel is not None and kernel.radam and kernel.centralize and kernel.lookahead
+    # An explicit foreach asks for the reference path, as torch's fused=None does.
+    assert fused.select({**group, "foreach": True}, ranger.chain_for(group), params) is None
+    assert fused.select({**group, "fused": False}, ranger.chain_for(group), params) is None
+    lars = rangerlab.LARS(params, lr=0.1)
+    kernel = fused.kernel_for(lars.chain_for(lars.param_groups[0]))
+    assert kernel.family == "sgd" and kernel.trust and kernel.momentum
+    lamb = [scale_by_adam(), scale_by_trust_ratio()]
+    assert fused.kernel_for(lamb).trust and not fused.kernel_for(lamb).radam
+
+
+def test_fused_true_errors():
+    params = make_params(torch.float32)
+    with pytest.raises(ValueError, match="no fused kernel"):
+        rangerlab.Chain(params, [lookahead(), centralize()], fused=True)
+    # Without fused=True the same chain just takes the reference path.
+    rangerlab.Chain(params, [lookahead(), centralize()]).step()
+    odd = torch.nn.Parameter(torch.randn(4, 6).t())
+    odd.grad = torch.randn(6, 4)
+    with pytest.raises(ValueError, match="non-contiguous"):
+        rangerlab.Adam([odd], fused=True).step()
+    rangerlab.Adam([odd]).step()  # fused=None: the reference path
+
+
+def test_bench_runs_and_reports(monkeypatch):
+    assert sum(torch.Size(s).numel() for s in bench.resnet18_shapes()) == 11_689_512
+    monkeypatch.setitem(bench.PARAM_SETS, "tiny", [(8, 4), (3,)])
+    lines = []
+    rows = bench.run(["tiny"], reps=1, with_peers=False, print_fn=lines.append)
+    assert [r["name"] for r in rows] == [c.name for c in bench.ours()]
+    assert all(r["seconds"] > 0 and r["ratio"] > 0 for r in rows)
+    ranger = next(r for r in rows if r["name"] == "rangerlab.Ranger")
+    assert ranger["state_bytes"] == 12  # exp_avg, exp_avg_sq, slow_param in float32
+    assert any("rangerlab.RAdam" in line and "<= 1.80" in line for line in lines)
