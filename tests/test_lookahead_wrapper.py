@@ -11,17 +11,6 @@ import rangerlab
 from optim_table import make_params, run
 
 
-def test_analytic_path_over_torch_sgd():
-    x = torch.nn.Parameter(torch.tensor(3.0))
-    opt = rangerlab.Lookahead(torch.optim.SGD([x], lr=1.0), k=3, alpha=0.5)
-    path = []
-    for _ in range(6):
-        x.grad = torch.tensor(1.0)
-        opt.step()
-        path.append(x.item())
-    assert path == [2.0, 1.0, 1.5, 0.5, -0.5, 0.0]
-
-
 def test_ranger_equals_lookahead_over_radam_decoupled_with_gc():
     kw = dict(lr=1e-2, betas=(0.95, 0.999), eps=1e-5, weight_decay=0.1)
     a, b = make_params(), make_params()

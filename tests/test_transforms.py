@@ -159,10 +159,18 @@ def test_lookahead_sync_kernel(ops):
     assert fast[0].item() == slow[0].item() == 2.0
 
 
-def test_lookahead_analytic_path():
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: Chain([x], [lookahead()], lr=1.0, k=3, alpha=0.5),
+        lambda x: rangerlab.Lookahead(torch.optim.SGD([x], lr=1.0), k=3, alpha=0.5),
+    ],
+    ids=["chain", "wrapper"],
+)
+def test_lookahead_analytic_path(make):
     """On f(x) = x with plain SGD(lr=1), k=3, alpha=0.5, from x=3 (cf. optax's lookahead test)."""
     x = torch.nn.Parameter(torch.tensor(3.0))
-    opt = Chain([x], [lookahead()], lr=1.0, k=3, alpha=0.5)
+    opt = make(x)
     path = []
     for _ in range(6):
         x.grad = torch.tensor(1.0)
