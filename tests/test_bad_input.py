@@ -97,3 +97,8 @@ def test_lr_is_required_where_torch_requires_it():
         rangerlab.SGD(make_params())
     with pytest.raises(TypeError):
         rangerlab.LARS(make_params())
+
+
+def test_fused_and_foreach_together_are_refused():
+    with pytest.raises(ValueError, match="fused.*foreach"):
+        rangerlab.Adam(make_params(), fused=True, foreach=True)

@@ -119,6 +119,8 @@ def check_group(group: Mapping[str, Any]) -> None:
         rule = RULES.get(name)
         if rule is not None:
             rule(value)
+    if group.get("fused") and group.get("foreach"):
+        raise ValueError("Invalid fused: True with foreach=True (pick one fast path, as in torch)")
     if group.get("nesterov"):
         momentum = _number("momentum", group.get("momentum", 0.0))
         dampening = _number("dampening", group.get("dampening", 0.0))

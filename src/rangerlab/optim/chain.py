@@ -162,7 +162,6 @@ class Chain(Optimizer):
 
     def _step_bucket(self, group: dict, transforms: Sequence[Transform], params: list) -> None:
         grads = [p.grad for p in params]
-        ops = pick_ops(group["foreach"], params + grads)
         states = [self.state[p] for p in params]
         low = params[0].dtype in _state.LOW_PRECISION
         if low and group["master_weights"]:
@@ -174,11 +173,13 @@ class Chain(Optimizer):
             weights = [p.detach().to(torch.float32) for p in params]
         else:
             weights = params
+        required = {"step"}.union(*(t.state_keys for t in transforms))
         for w, s in zip(weights, states):
-            if "step" not in s:
-                s["step"] = _state.new_step()
+            if required <= s.keys():  # the common case, checked in one set operation
+                continue
+            s.setdefault("step", _state.new_step())
             for t in transforms:
-                if any(key not in s for key in t.state_keys):
+                if not s.keys() >= set(t.state_keys):
                     for key, value in t.init(w, group).items():
                         s.setdefault(key, value)
         step_counters = [s["step"] for s in states]
@@ -189,6 +190,7 @@ class Chain(Optimizer):
         if kernel is not None:
             kernel(group, weights, grads, states, steps)
         else:
+            ops = pick_ops(group["foreach"], params + grads)
             dtype = weights[0].dtype
             if all(g.dtype == dtype for g in grads):
                 updates = ops.clone(grads)
@@ -201,7 +203,7 @@ class Chain(Optimizer):
             for t in transforms:
                 t.after_update(ctx)
         if weights is not params:
-            ops.copy_(params, weights)
+            pick_ops(group["foreach"], params).copy_(params, weights)
 
     # -- non-finite guard -----------------------------------------------------------------------
 
