@@ -378,11 +378,29 @@ void sgd_row(const SgdArgs<T>& s, T* __restrict__ w, const T* __restrict__ g, T*
   }
 }
 
+// Both squared norms in one sweep (two streams in one loop, read once each), in the same short
+// spans and lane order as lane_sum, so the rounding is that of two separate lane_sum calls.
 template <typename T>
 void sq_norms_row(const T* __restrict__ w, const T* __restrict__ g, int64_t len, T mean,
                   double& g_sq, double& w_sq) {
-  g_sq += lane_sum<T, true>(g, len, mean);
-  w_sq += lane_sum<T, true>(w, len);
+  for (int64_t b = 0; b < len; b += kSpan) {
+    const int64_t stop = std::min(len, b + kSpan);
+    Vec<T> g_acc = {}, w_acc = {};
+    T g_tail = 0, w_tail = 0;
+    int64_t j = b;
+    for (; j + kLanes<T> <= stop; j += kLanes<T>) {
+      const Vec<T> y = load<T>(g + j) - mean;
+      const Vec<T> x = load<T>(w + j);
+      g_acc += y * y;
+      w_acc += x * x;
+    }
+    for (; j < stop; ++j) {
+      g_tail += (g[j] - mean) * (g[j] - mean);
+      w_tail += w[j] * w[j];
+    }
+    g_sq += lanes_total<T>(g_acc) + static_cast<double>(g_tail);
+    w_sq += lanes_total<T>(w_acc) + static_cast<double>(w_tail);
+  }
 }
 
 // SGD and LARS/LARC: d = trust * (g + wd * w), torch-SGD momentum, w -= lr * (v or d + mu v).
