@@ -130,3 +130,12 @@ def train_digits(
         generator=generator,
         lr_factor=lr_factor,
     )
+
+
+def train_digits_config(
+    make: Callable[[Any], torch.optim.Optimizer], seed: int, cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`train_digits` with a config's ``epochs``, ``batch_size`` and ``subset``."""
+    return train_digits(
+        make, seed, epochs=cfg["epochs"], batch_size=cfg["batch_size"], subset=cfg.get("subset")
+    )

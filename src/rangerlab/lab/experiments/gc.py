@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import plots, stats
 from ..optimizers import CNN_LR, label, make_gc_optimizer
-from ..training import train_digits
+from ..training import train_digits_config
 
 ID = "gc"
 TITLE = "Gradient Centralization"
@@ -34,13 +34,7 @@ def run(cfg: dict[str, Any], seeds: list[int], bar) -> dict[str, Any]:
             acc[name][key], gap[name][key] = [], []
             for seed in seeds:
                 make = lambda p, n=name, g=gc: make_gc_optimizer(n, p, CNN_LR[n], g)  # noqa: E731
-                r = train_digits(
-                    make,
-                    seed,
-                    epochs=cfg["epochs"],
-                    batch_size=cfg["batch_size"],
-                    subset=cfg.get("subset"),
-                )
+                r = train_digits_config(make, seed, cfg)
                 acc[name][key].append(r["test_acc"][-1])
                 gap[name][key].append(r["train_acc"] - r["test_acc"][-1])
                 bar.update()

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import plots, stats
 from ..optimizers import CNN_LR, label, make_optimizer
-from ..training import train_digits
+from ..training import train_digits_config
 
 ID = "lr-sensitivity"
 TITLE = "Learning-rate sensitivity"
@@ -38,15 +38,7 @@ def run(cfg: dict[str, Any], seeds: list[int], bar) -> dict[str, Any]:
             runs = []
             for seed in seeds:
                 make = lambda p, n=name, r=lr: make_optimizer(n, p, r)  # noqa: E731
-                runs.append(
-                    train_digits(
-                        make,
-                        seed,
-                        epochs=cfg["epochs"],
-                        batch_size=cfg["batch_size"],
-                        subset=cfg.get("subset"),
-                    )
-                )
+                runs.append(train_digits_config(make, seed, cfg))
                 bar.update()
             loss.append([r["train_loss"][-1] for r in runs])
             acc.append([r["test_acc"][-1] for r in runs])

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import plots, stats
 from ..optimizers import CNN_LR, label, make_optimizer
-from ..training import train_digits
+from ..training import train_digits_config
 
 ID = "optimizers-cnn"
 TITLE = "Optimizers on a small CNN"
@@ -30,15 +30,7 @@ def run(cfg: dict[str, Any], seeds: list[int], bar) -> dict[str, Any]:
         runs[name] = []
         for seed in seeds:
             make = lambda p, n=name: make_optimizer(n, p, CNN_LR[n])  # noqa: E731
-            runs[name].append(
-                train_digits(
-                    make,
-                    seed,
-                    epochs=cfg["epochs"],
-                    batch_size=cfg["batch_size"],
-                    subset=cfg.get("subset"),
-                )
-            )
+            runs[name].append(train_digits_config(make, seed, cfg))
             bar.update()
     final = {n: [r["test_acc"][-1] for r in rs] for n, rs in runs.items()}
     rows = [
