@@ -39,13 +39,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._ops import _PLAIN_TYPES
 from . import _build
 from .plans import FusedKernel, kernel_for
 
 __all__ = ["FusedKernel", "kernel_for", "select", "available", "build_seconds"]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
-_PLAIN = (Tensor, torch.nn.Parameter)
 _build_error: Exception | None = None
 
 
@@ -79,7 +79,7 @@ def _unsupported(weights: Sequence[Tensor]) -> str | None:
         return f"device {first.device} (the fused kernels are CPU only)"
     if first.dtype not in _KERNEL_DTYPES:
         return f"dtype {first.dtype}"
-    if not all(type(w) in _PLAIN for w in weights):
+    if not all(type(w) in _PLAIN_TYPES for w in weights):
         return "tensor subclasses"
     if not all(w.is_contiguous() for w in weights):
         return "non-contiguous tensors"

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..transforms.adam import ScaleByAdam
 from ..transforms.centralize import Centralize
-from ..transforms.lookahead import COUNTER, LookaheadTransform
+from ..transforms.lookahead import LookaheadTransform, sync_due
 from ..transforms.momentum import Momentum
 from ..transforms.radam import ScaleByRAdam, rectification
 from ..transforms.trust_ratio import ScaleByLARS, ScaleByTrustRatio
@@ -76,7 +76,7 @@ class FusedKernel:
         per_step = {t: self._step_constants(t, beta1, beta2) for t in set(steps)}
         rows = [per_step[t] for t in steps]
         a, d, adaptive = ([row[i] for row in rows] for i in range(3))
-        sync = self.lookahead and group[COUNTER] % group["k"] == 0
+        sync = self.lookahead and sync_due(group)
         trust = self.trust and bool(group["trust_ratio"])
         cap = group["max_weight_norm"] if trust else None
         ops.adam_step(

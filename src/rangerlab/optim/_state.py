@@ -33,6 +33,15 @@ def param_index(groups: Iterable[Mapping[str, Any]]) -> list[Tensor]:
     return list(seen.values())
 
 
+def saved_params(
+    state_dict: Mapping[str, Any], groups: Iterable[Mapping[str, Any]]
+) -> dict[Any, Tensor]:
+    """The saved parameter ids of ``state_dict`` mapped to ``groups``' parameters, in order."""
+    ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+    params = itertools.chain.from_iterable(g["params"] for g in groups)
+    return dict(zip(ids, params))
+
+
 def check_state_dict(
     optimizer: torch.optim.Optimizer, state_dict: Any, shaped_keys: Iterable[str] | None = None
 ) -> None:
@@ -64,9 +73,7 @@ def check_state_dict(
                 f"the optimizer's has {len(group['params'])}"
             )
         check_group(saved)
-    ids = itertools.chain.from_iterable(g["params"] for g in saved_groups)
-    params = itertools.chain.from_iterable(g["params"] for g in groups)
-    id_map = dict(zip(ids, params))
+    id_map = saved_params(state_dict, groups)
     shaped = None if shaped_keys is None else set(shaped_keys)
     for key, entry in state_dict["state"].items():
         param = id_map.get(key)

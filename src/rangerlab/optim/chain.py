@@ -249,9 +249,7 @@ class Chain(Optimizer):
             for key in keys - group.keys():
                 group[key] = self.defaults[key]
         saved = state_dict["state"]
-        saved_ids = (i for g in state_dict["param_groups"] for i in g["params"])
-        params = (p for g in self.param_groups for p in g["params"])
-        for saved_id, param in zip(saved_ids, params):
+        for saved_id, param in _state.saved_params(state_dict, self.param_groups).items():
             if saved_id in saved:
                 self.state[param] = _state.cast_state(param, saved[saved_id])
 

@@ -11,11 +11,13 @@ from torch.optim import Optimizer
 
 from .._ops import pick_ops
 from .._validation import check_group
-from ..transforms.lookahead import COUNTER, sync_
+from ..transforms.lookahead import COUNTER, LookaheadTransform, sync_, sync_due
 from . import _state
 from .chain import _buckets
 
 SLOW = "slow_param"
+#: The chain's Lookahead link keeps the counter here too, so both count steps the same way.
+_COUNTING = LookaheadTransform()
 
 
 class Lookahead(Optimizer):
@@ -75,16 +77,13 @@ class Lookahead(Optimizer):
         """Add a group to the wrapped optimizer too; it joins the shared step counter."""
         check_group(param_group)
         if self._initialized:
-            counter = self.param_groups[0].get(COUNTER, 0) if self.param_groups else 0
             self.optimizer.add_param_group(param_group)
-            group = self.param_groups[-1]
         else:
-            counter = 0
             super().add_param_group(param_group)
-            group = param_group
+        group = self.param_groups[-1]
         for key, value in self.defaults.items():
             group.setdefault(key, value)
-        group.setdefault(COUNTER, counter)
+        _COUNTING.init_group(group, self.param_groups[:-1])
 
     # -- the step -------------------------------------------------------------------------------
 
@@ -105,8 +104,8 @@ class Lookahead(Optimizer):
                 if p.grad is not None:
                     self.state[p][SLOW] = slow
             for group in self.param_groups:
-                group[COUNTER] = group.get(COUNTER, 0) + 1
-                if group[COUNTER] % group["k"] == 0:
+                _COUNTING.begin_step(group)
+                if sync_due(group):
                     self._sync(group)
         return loss
 
@@ -171,10 +170,8 @@ class Lookahead(Optimizer):
             if entry:
                 inner_state[key] = entry
         self.optimizer.load_state_dict({**state_dict, "state": inner_state})
-        saved_ids = (i for g in state_dict["param_groups"] for i in g["params"])
-        params = (p for g in self.param_groups for p in g["params"])
         self.state.clear()
-        for saved_id, p in zip(saved_ids, params):
+        for saved_id, p in _state.saved_params(state_dict, self.param_groups).items():
             if saved_id in slow:
                 self.state[p] = _state.cast_state(p, {SLOW: slow[saved_id]})
         for hook in self._optimizer_load_state_dict_post_hooks.values():

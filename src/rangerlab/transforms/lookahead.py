@@ -26,6 +26,11 @@ def sync_(ops: Ops, fast: list[Tensor], slow: list[Tensor], alpha: float) -> Non
     ops.copy_(fast, slow)
 
 
+def sync_due(group: dict[str, Any]) -> bool:
+    """True on the steps where ``group`` synchronises: its counter is a multiple of its ``k``."""
+    return group[COUNTER] % group["k"] == 0
+
+
 class LookaheadTransform(Transform):
     """Lookahead as the last link of a chain.
 
@@ -54,7 +59,7 @@ class LookaheadTransform(Transform):
         group[COUNTER] = group.get(COUNTER, 0) + 1
 
     def after_update(self, ctx: Context) -> None:
-        if ctx.group[COUNTER] % ctx.group["k"] == 0:
+        if sync_due(ctx.group):
             sync_(ctx.ops, ctx.params, ctx.state("slow_param"), ctx.group["alpha"])
 
 
