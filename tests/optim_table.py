@@ -36,14 +36,23 @@ def _gc(gc: bool, inner):
     return WithGC(inner) if gc else inner
 
 
-def sgd(name, **kw):
-    gc = kw.pop("gc", False)
-    return Case(
-        name,
-        lambda p: rangerlab.SGD(p, gc=gc, **kw),
-        lambda p: _gc(gc, torch.optim.SGD(p, **kw)),
-        {**kw, "gc": gc},
-    )
+def same_arguments(ours_cls, ref_cls):
+    """A case builder for optimizers whose reference takes the same arguments, less ``gc``."""
+
+    def build(name, gc=False, **kw):
+        return Case(
+            name,
+            lambda p: ours_cls(p, gc=gc, **kw),
+            lambda p: _gc(gc, ref_cls(p, **kw)),
+            {**kw, "gc": gc},
+        )
+
+    return build
+
+
+sgd = same_arguments(rangerlab.SGD, torch.optim.SGD)
+radam = same_arguments(rangerlab.RAdam, torch.optim.RAdam)
+lars = same_arguments(rangerlab.LARS, RefLARS)
 
 
 def adam(name, **kw):
@@ -58,26 +67,6 @@ def adam(name, **kw):
         lambda p: rangerlab.Adam(p, gc=gc, decoupled_weight_decay=decoupled, **kw),
         lambda p: _gc(gc, torch_cls(p, **ref_kw)),
         {**kw, "gc": gc, "decoupled_weight_decay": decoupled},
-    )
-
-
-def radam(name, **kw):
-    gc = kw.pop("gc", False)
-    return Case(
-        name,
-        lambda p: rangerlab.RAdam(p, gc=gc, **kw),
-        lambda p: _gc(gc, torch.optim.RAdam(p, **kw)),
-        {**kw, "gc": gc},
-    )
-
-
-def lars(name, **kw):
-    gc = kw.pop("gc", False)
-    return Case(
-        name,
-        lambda p: rangerlab.LARS(p, gc=gc, **kw),
-        lambda p: _gc(gc, RefLARS(p, **kw)),
-        {**kw, "gc": gc},
     )
 
 
