@@ -137,3 +137,33 @@ def test_slow_weights_start_at_the_weights_before_the_first_update():
 def test_refuses_to_wrap_an_optimizer_that_already_runs_lookahead(make):
     with pytest.raises(ValueError, match="already applies Lookahead"):
         rangerlab.Lookahead(make(make_params()))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: rangerlab.Ranger(p, lr=1e-2, k=4),
+        lambda p: rangerlab.RangerLARS(p, lr=1e-2, k=4),
+        lambda p: rangerlab.Lookahead(torch.optim.SGD(p, lr=0.05, momentum=0.9), k=4),
+    ],
+    ids=["ranger", "ranger_lars", "wrapper"],
+)
+def test_a_step_without_any_gradient_moves_no_counter(make):
+    """As in torch, parameters without gradients change nothing: the Lookahead counter neither."""
+    a, b = make_params(), make_params()
+    opt_a, opt_b = make(a), make(b)
+    for t in range(10):
+        run(opt_a, a, 1)
+        run(opt_b, b, 1)
+        if t in (0, 5):
+            for p in b:
+                p.grad = None
+            for _ in range(7):
+                opt_b.step()
+                opt_b.step(lambda: None)  # a closure that computes no gradient either
+    assert [g["lookahead_step"] for g in opt_b.param_groups] == [10]
+    for x, y in zip(a, b):
+        assert torch.equal(x.detach(), y.detach())
+    fresh = make(make_params())
+    fresh.step()
+    assert fresh.param_groups[0]["lookahead_step"] == 0 and not fresh.state

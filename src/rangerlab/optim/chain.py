@@ -148,6 +148,11 @@ class Chain(Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             work.append((group, params))
+        if not any(params for _, params in work):
+            # As in torch, parameters without gradients change nothing: no counter moves either
+            # (a step counted here would shift every later Lookahead sync).
+            self.last_step_skipped = False
+            return loss
         self.last_step_skipped = self._has_nonfinite(work)
         if self.last_step_skipped:
             self._skip()

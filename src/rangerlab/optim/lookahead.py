@@ -99,6 +99,8 @@ class Lookahead(Optimizer):
         with torch.no_grad():
             snapshots = [p.detach().to(_state.state_dtype(p), copy=True) for p in fresh]
         loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+        if not any(p.grad is not None for group in self.param_groups for p in group["params"]):
+            return loss  # nothing was updated, so no counter moves (as in the presets)
         with torch.no_grad():
             for p, slow in zip(fresh, snapshots):
                 if p.grad is not None:

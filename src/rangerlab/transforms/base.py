@@ -53,7 +53,8 @@ class Transform:
     * ``hyperparams``: param-group keys read by the transform, with their defaults;
     * ``state_keys`` and :meth:`init`: per-tensor state, created before the tensor's first update;
     * :meth:`init_group`: group-level state, set when a param group joins the optimizer;
-    * :meth:`begin_step`: once per param group per optimizer step (even with no gradients);
+    * :meth:`begin_step`: once per param group per optimizer step in which some parameter of the
+      optimizer has a gradient (a step with no gradients at all changes nothing);
     * :meth:`update`: rewrite the update direction ``u`` (a private list the transform may change
       in place) and return it;
     * :meth:`after_update`: act on the weights after ``w -= lr * u``.
@@ -70,7 +71,7 @@ class Transform:
         """Called when ``group`` joins the optimizer, after the groups ``others``."""
 
     def begin_step(self, group: dict[str, Any]) -> None:
-        """Called once per param group at the start of every optimizer step."""
+        """Called once per param group at the start of every step that updates something."""
 
     def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
         """Return the transformed update direction."""
