@@ -26,7 +26,7 @@ class RefLARS(Optimizer):
     def __init__(
         self,
         params,
-        lr,
+        lr=1.0,
         momentum=0.9,
         dampening=0.0,
         weight_decay=0.0,

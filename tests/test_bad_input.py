@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import rangerlab
-from optim_table import make_params
+from optim_table import make_params, run
+from reference import RefLARS
 
 OPTIMIZERS = {
     "SGD": lambda p, **kw: rangerlab.SGD(p, **{"lr": 0.1, **kw}),
@@ -92,11 +93,19 @@ def test_sparse_gradients_are_refused(name):
     assert torch.equal(emb.weight.detach(), before)
 
 
-def test_lr_is_required_where_torch_requires_it():
-    with pytest.raises(TypeError):
-        rangerlab.SGD(make_params())
-    with pytest.raises(TypeError):
-        rangerlab.LARS(make_params())
+def test_lr_has_defaults_and_groups_may_each_carry_their_own():
+    """As torch.optim.SGD: ``lr`` defaults to 1e-3; groups that each set ``lr`` need no other."""
+    torch_default = torch.optim.SGD(make_params()).defaults["lr"]
+    assert rangerlab.SGD(make_params()).defaults["lr"] == torch_default
+    assert rangerlab.LARS(make_params()).defaults["lr"] == 1.0
+    for ours, ref in ((rangerlab.SGD, torch.optim.SGD), (rangerlab.LARS, RefLARS)):
+        a, b = make_params(), make_params()
+        opt_a = ours([{"params": a[:3], "lr": 0.1}, {"params": a[3:], "lr": 0.02}], momentum=0.9)
+        opt_b = ref([{"params": b[:3], "lr": 0.1}, {"params": b[3:], "lr": 0.02}], momentum=0.9)
+        run(opt_a, a, 5)
+        run(opt_b, b, 5)
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
 
 
 def test_fused_and_foreach_together_are_refused():

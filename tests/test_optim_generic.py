@@ -141,6 +141,26 @@ def test_state_dict_round_trip_resumes_bit_identically(case: Case, stop_at: int)
 
 
 @cases
+def test_state_dict_whose_step_is_a_python_number_loads_and_continues(case: Case):
+    """Older torch and other libraries save ``step`` as a number; torch loads and continues."""
+    params = make_params()
+    opt = case.ours(params)
+    run(opt, params, 7)
+    saved = copy.deepcopy(opt.state_dict())
+    for entry in saved["state"].values():
+        if "step" in entry:
+            entry["step"] = int(entry["step"])
+    resumed = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt2 = case.ours(resumed)
+    opt2.load_state_dict(saved)
+    run(opt, params, 9)
+    run(opt2, resumed, 9)
+    for a, b in zip(params, resumed):
+        assert torch.equal(a.detach(), b.detach())
+    assert all(torch.is_tensor(s["step"]) for s in opt2.state.values() if "step" in s)
+
+
+@cases
 def test_param_groups_with_different_hyperparameters(case: Case):
     def groups(params):
         lr = case.kwargs.get("lr", 1e-3)

@@ -48,11 +48,6 @@ class OptimizerInfo:
         names = inspect.signature(self.cls.__init__).parameters
         return tuple(n for n in names if n not in _NOT_HYPERPARAMETERS and n not in self.fixed)
 
-    def requires_lr(self) -> bool:
-        """Whether the optimizer has no default learning rate (SGD, LARS)."""
-        lr = inspect.signature(self.cls.__init__).parameters["lr"]
-        return lr.default is inspect.Parameter.empty
-
 
 _REGISTRY: dict[str, OptimizerInfo] = {
     info.name: info
@@ -187,8 +182,7 @@ def create_optimizer(
     Args:
         model_or_params: a module, or what any torch optimizer takes as ``params``.
         name: the registry name, e.g. ``"ranger"``.
-        lr: learning rate; None keeps the optimizer's default (``sgd``, ``lars`` and ``larc``
-            have none and need one).
+        lr: learning rate; None keeps the optimizer's default.
         weight_decay: the decay of the decay group; None keeps the optimizer's default (0).
         lookahead: wrap the optimizer in :class:`rangerlab.Lookahead`; ``k`` and ``alpha`` then
             go to the wrapper. Refused for ``ranger`` and ``ranger_lars``, which already have it.
@@ -217,8 +211,6 @@ def create_optimizer(
             f"Unknown hyperparameter(s) for {name!r}: {', '.join(unknown)}; valid: "
             f"{', '.join(valid)}"
         )
-    if lr is None and info.requires_lr():
-        raise ValueError(f"Invalid lr: None ({name!r} has no default learning rate; pass lr=...)")
     wrapper = {key: hyperparameters.pop(key) for key in wrapper_keys if key in hyperparameters}
     kwargs = {**info.fixed, **hyperparameters}
     if lr is not None:

@@ -109,16 +109,22 @@ def cast_state(param: Tensor, entry: Mapping[str, Any], keys: Iterable[str] | No
     """Copy saved per-parameter state onto ``param``'s device with rangerlab's dtype policy.
 
     Floating tensors (``keys`` only, or all but ``step`` when None) become :func:`state_dtype`
-    (float32 for low-precision weights, where torch's loader would round them to bf16); ``step``
-    stays a CPU float32 counter.
+    (float32 for low-precision weights, where torch's loader would round them to bf16), complex
+    state stays complex (as torch keeps it); ``step`` is a CPU float32 counter, also when it was
+    saved as a Python number.
     """
     out = dict(entry)
     for name, value in entry.items():
+        if name == "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            # Older torch and other libraries save the count as a Python number; torch's own
+            # optimizers turn it into a tensor on load, and so do we.
+            out[name] = torch.tensor(float(value), dtype=torch.float32)
+            continue
         if not isinstance(value, Tensor):
             continue
         if name == "step":
             out[name] = value.detach().to(device="cpu", dtype=torch.float32).clone()
-        elif (keys is None or name in keys) and value.is_floating_point():
+        elif (keys is None or name in keys) and (value.is_floating_point() or value.is_complex()):
             out[name] = value.detach().to(device=param.device, dtype=state_dtype(param)).clone()
     return out
 

@@ -29,7 +29,8 @@ class LARS(Chain):
 
     Args:
         params: parameters or param groups.
-        lr: learning rate.
+        lr: learning rate (default 1.0, the scale of the LARS paper: the trust ratio, with its
+            small ``trust_coefficient``, sets each layer's step).
         momentum: ``mu``.
         dampening: ``tau``.
         weight_decay: ``lambda``.
@@ -56,7 +57,7 @@ class LARS(Chain):
     def __init__(
         self,
         params: Iterable,
-        lr: float,
+        lr: float = 1.0,
         momentum: float = 0.9,
         dampening: float = 0.0,
         weight_decay: float = 0.0,

@@ -24,7 +24,7 @@ class SGD(Chain):
 
     Args:
         params: parameters or param groups.
-        lr: learning rate.
+        lr: learning rate (torch.optim.SGD's default, 1e-3).
         momentum: ``mu``; 0 disables momentum.
         dampening: ``tau``.
         weight_decay: ``lambda`` (L2, added to the gradient).
@@ -47,7 +47,7 @@ class SGD(Chain):
     def __init__(
         self,
         params: Iterable,
-        lr: float,
+        lr: float = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
