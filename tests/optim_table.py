@@ -27,6 +27,9 @@ class Case:
     ref: Callable[[Any], Any]
     kwargs: dict = field(default_factory=dict)
     lookahead: bool = False
+    #: "chain": a rangerlab Chain (every path: loop, foreach, fused); "wrapper": Lookahead
+    #: around a torch optimizer, whose own paths are torch's.
+    paths: tuple[str, ...] = ("chain",)
 
     def __str__(self) -> str:
         return self.name
@@ -106,6 +109,7 @@ def lookahead_over(name, torch_cls, k=5, alpha=0.6, **kw):
         lambda p: RefLookahead(torch_cls(p, **kw), k, alpha),
         {**kw, "k": k, "alpha": alpha},
         lookahead=True,
+        paths=("wrapper",),
     )
 
 

@@ -140,6 +140,26 @@ def test_state_dict_round_trip_resumes_bit_identically(case: Case, stop_at: int)
         assert torch.equal(a.detach(), b.detach())
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if "chain" in c.paths], ids=str)
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)], ids=str)
+@pytest.mark.parametrize("path", ["default", "foreach", "loop"])
+def test_one_element_tensor_lr_on_every_path(case: Case, shape, path: str):
+    """Every one-element ``lr`` that validation accepts works on every path, as a float does."""
+    runs = []
+    for lr in (
+        case.kwargs.get("lr", 1e-3),
+        torch.full(shape, case.kwargs.get("lr", 1e-3), dtype=torch.float64),
+    ):
+        params = make_params()
+        opt = case.ours(params)
+        for group in opt.param_groups:
+            group["lr"] = lr
+            group["foreach"] = {"default": None, "foreach": True, "loop": False}[path]
+        run(opt, params, 8)
+        runs.append(params)
+    assert_params_close(*runs, rtol=1e-12, atol=1e-14)
+
+
 @cases
 def test_state_dict_whose_step_is_a_python_number_loads_and_continues(case: Case):
     """Older torch and other libraries save ``step`` as a number; torch loads and continues."""

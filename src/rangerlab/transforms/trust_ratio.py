@@ -56,6 +56,8 @@ class ScaleByLARS(Transform):
         trust = None
         if group["trust_ratio"]:
             coefficient, eps, lr = group["trust_coefficient"], group["eps"], group["lr"]
+            if isinstance(lr, Tensor):  # any one-element shape: (1, 1) must not broadcast r up
+                lr = lr.reshape(())
 
             def ratio(w_norm: Tensor, g_norm: Tensor) -> Tensor:
                 r = coefficient * w_norm / (g_norm + weight_decay * w_norm + eps)
