@@ -9,6 +9,7 @@ import torch
 
 import rangerlab
 from optim_table import make_params, run
+from rangerlab.transforms import add_decayed_weights, scale_by_adam
 from reference import RefLARS
 
 OPTIMIZERS = {
@@ -111,3 +112,37 @@ def test_lr_has_defaults_and_groups_may_each_carry_their_own():
 def test_fused_and_foreach_together_are_refused():
     with pytest.raises(ValueError, match="fused.*foreach"):
         rangerlab.Adam(make_params(), fused=True, foreach=True)
+
+
+def test_a_callable_transforms_spec_is_validated_at_construction():
+    """As for a sequence: an unknown setting is refused before any step, naming it."""
+    params = make_params()
+    with pytest.raises(TypeError, match="betas2"):
+        rangerlab.Chain(params, lambda g: [scale_by_adam()], lr=0.1, betas2=5)
+    with pytest.raises(ValueError, match="betas"):
+        rangerlab.Chain(params, lambda g: [scale_by_adam()], lr=0.1, betas=(0.9, 5))
+    # The keys the function reads to choose its links are settings; declared defaults fill in.
+    opt = rangerlab.Chain(
+        params,
+        lambda g: [scale_by_adam(), add_decayed_weights()] if g["decay"] else [scale_by_adam()],
+        lr=0.1,
+        decay=True,
+    )
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999) and opt.param_groups[0]["decay"]
+    with pytest.raises(TypeError, match="'decay'"):
+        rangerlab.Chain(params, lambda g: [scale_by_adam()] * g["decay"], lr=0.1)
+    run(opt, params, 2)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_duplicate_parameters_are_refused_naming_their_positions(name):
+    params = make_params()
+    with pytest.raises(ValueError, match="positions 0 and 2"):
+        OPTIMIZERS[name]([params[0], params[1], params[0]])
+    opt = OPTIMIZERS[name](params[:2])
+    with pytest.raises(ValueError, match="parameter group 1 .* positions 1 and 2"):
+        opt.add_param_group({"params": [params[2], params[3], params[3]]})
+    assert len(opt.param_groups) == 1
+    wrapper = rangerlab.Lookahead(torch.optim.SGD(params[:2], lr=0.1))
+    with pytest.raises(ValueError, match="positions 0 and 1"):
+        wrapper.add_param_group({"params": [params[2], params[2]]})

@@ -113,6 +113,28 @@ RULES: dict[str, Callable[[Any], None]] = {
 }
 
 
+def unique_params(group: Mapping[str, Any], index: int) -> list:
+    """The group's ``params`` as a list, or ``ValueError`` naming a tensor that appears twice.
+
+    torch only warns about duplicates and then updates such a tensor twice per step.
+    """
+    params = group["params"]
+    if isinstance(params, torch.Tensor):
+        return [params]
+    if isinstance(params, (set, frozenset)):
+        return params  # torch refuses sets with its own message (their order is undefined)
+    params = list(params)
+    first: dict[int, int] = {}
+    for position, p in enumerate(params):
+        earlier = first.setdefault(id(p), position)
+        if earlier != position:
+            raise ValueError(
+                f"Invalid params: parameter group {index} holds the same tensor at positions "
+                f"{earlier} and {position} (duplicate parameters; pass each tensor once)"
+            )
+    return params
+
+
 def check_group(group: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the first invalid hyperparameter of ``group``."""
     for name, value in group.items():

@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 from .. import fused
 from .._ops import foreach_supported, pick_ops
-from .._validation import check_group
+from .._validation import check_group, unique_params
 from ..transforms.base import Context, Transform
 from . import _state
 
@@ -90,19 +90,29 @@ class Chain(Optimizer):
 
     def __init__(self, params: Iterable, transforms: ChainSpec, /, **hyperparameters: Any):
         if callable(transforms) and not isinstance(transforms, Transform):
-            defaults = {**COMMON_DEFAULTS, **hyperparameters}
-        else:
-            transforms = tuple(transforms)
-            _check_transforms(transforms)
-            declared = declared_hyperparams(transforms)
-            unknown = set(hyperparameters) - set(declared) - set(COMMON_DEFAULTS)
-            if unknown:
-                valid = ", ".join(sorted({*declared, *COMMON_DEFAULTS}))
+            # A function of the group: the keys it reads to choose the links are settings too.
+            reader = _KeyReader({**COMMON_DEFAULTS, **hyperparameters})
+            try:
+                chosen = tuple(transforms(reader))
+            except KeyError as error:
                 raise TypeError(
-                    f"unknown hyperparameter(s) {', '.join(sorted(unknown))} for this chain; "
-                    f"valid: {valid}"
-                )
-            defaults = {**COMMON_DEFAULTS, **declared, **hyperparameters}
+                    f"the transforms function reads the group key {error.args[0]!r}, which has "
+                    "no value: pass it as a hyperparameter"
+                ) from None
+            read = reader.read
+        else:
+            chosen = transforms = tuple(transforms)
+            read = set()
+        _check_transforms(chosen)
+        declared = declared_hyperparams(chosen)
+        unknown = set(hyperparameters) - set(declared) - set(COMMON_DEFAULTS) - read
+        if unknown:
+            valid = ", ".join(sorted({*declared, *COMMON_DEFAULTS, *read}))
+            raise TypeError(
+                f"unknown hyperparameter(s) {', '.join(sorted(unknown))} for this chain; "
+                f"valid: {valid}"
+            )
+        defaults = {**COMMON_DEFAULTS, **declared, **hyperparameters}
         self._transforms = transforms
         check_group(defaults)
         self.skipped_steps = 0
@@ -112,7 +122,13 @@ class Chain(Optimizer):
     # -- param groups ---------------------------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group, validating its hyperparameters; its transforms set up group-level state."""
+        """Add a group, validating its hyperparameters; its transforms set up group-level state.
+
+        Raises:
+            ValueError: an invalid hyperparameter, or the same tensor twice in the group (torch
+                only warns, then steps it twice).
+        """
+        param_group["params"] = unique_params(param_group, len(self.param_groups))  # as torch
         merged = {**self.defaults, **param_group}
         check_group(merged)
         if merged["fused"] and fused.kernel_for(self.chain_for(merged)) is None:
@@ -121,7 +137,10 @@ class Chain(Optimizer):
             )
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        for t in self.chain_for(group):
+        transforms = self.chain_for(group)
+        for key, value in declared_hyperparams(transforms).items():
+            group.setdefault(key, value)  # a link this group's chain alone has keeps its default
+        for t in transforms:
             t.init_group(group, self.param_groups[:-1])
 
     def chain_for(self, group: dict[str, Any]) -> Sequence[Transform]:
@@ -280,6 +299,26 @@ class Chain(Optimizer):
             "skipped_steps": self.skipped_steps,
             "last_step_skipped": self.last_step_skipped,
         }
+
+
+class _KeyReader(dict):
+    """A param group that records which keys a transforms function reads."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(key)  # type: ignore[arg-type]
+        return super().__contains__(key)
 
 
 def _whole(tensor: Tensor) -> Tensor:

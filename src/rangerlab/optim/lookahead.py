@@ -10,7 +10,7 @@ import torch
 from torch.optim import Optimizer
 
 from .._ops import pick_ops
-from .._validation import check_group
+from .._validation import check_group, unique_params
 from ..transforms.lookahead import COUNTER, LookaheadTransform, sync_, sync_due
 from . import _state
 from .chain import _buckets
@@ -74,9 +74,13 @@ class Lookahead(Optimizer):
         self.optimizer.param_groups = groups
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group to the wrapped optimizer too; it joins the shared step counter."""
+        """Add a group to the wrapped optimizer too; it joins the shared step counter.
+
+        Raises ``ValueError`` for an invalid ``k`` or ``alpha``, or a tensor listed twice.
+        """
         check_group(param_group)
         if self._initialized:
+            param_group["params"] = unique_params(param_group, len(self.param_groups))
             self.optimizer.add_param_group(param_group)
         else:
             super().add_param_group(param_group)
