@@ -6,9 +6,13 @@ import io
 
 import pytest
 import torch
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 import rangerlab
-from optim_table import make_params, run
+from optim_table import make_params, run, set_grads
 
 
 def test_ranger_equals_lookahead_over_radam_decoupled_with_gc():
@@ -167,3 +171,124 @@ def test_a_step_without_any_gradient_moves_no_counter(make):
     fresh = make(make_params())
     fresh.step()
     assert fresh.param_groups[0]["lookahead_step"] == 0 and not fresh.state
+
+
+def test_state_dict_keeps_entries_not_keyed_by_a_parameter():
+    """What a state_dict pre-hook stashes in ``state`` survives the round trip, as in torch."""
+
+    def stash(opt):
+        opt.state["stash"] = {"epoch": 3}
+
+    a = make_params()
+    opt = rangerlab.Lookahead(torch.optim.Adam(a, lr=1e-2), k=3)
+    opt.register_state_dict_pre_hook(stash)
+    opt.optimizer.register_state_dict_pre_hook(lambda o: o.state.update(inner={"seen": True}))
+    run(opt, a, 4)
+    sd = opt.state_dict()
+    assert sd["state"]["stash"] == {"epoch": 3} and sd["state"]["inner"] == {"seen": True}
+    assert "slow_param" in sd["state"][0]
+    b = make_params()
+    again = rangerlab.Lookahead(torch.optim.Adam(b, lr=1e-2), k=3)
+    again.load_state_dict(io_round_trip(sd))
+    assert again.state["stash"] == {"epoch": 3}
+    assert again.state_dict()["state"]["inner"] == {"seen": True}
+    for x, y in zip(a, b):
+        y.data.copy_(x.data)
+    run(opt, a, 5)
+    run(again, b, 5)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def io_round_trip(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [lambda p: torch.optim.SGD(p, lr=0.1), lambda p: rangerlab.Adam(p, lr=0.1)],
+    ids=["torch", "rangerlab"],
+)
+def test_global_step_hooks_fire_once_per_step(inner):
+    calls = []
+    handles = [
+        register_optimizer_step_pre_hook(lambda o, a, k: calls.append(("pre", type(o).__name__))),
+        register_optimizer_step_post_hook(lambda o, a, k: calls.append(("post", type(o).__name__))),
+    ]
+    try:
+        params = make_params()
+        opt = rangerlab.Lookahead(inner(params), k=2)
+        opt.optimizer.register_step_post_hook(lambda o, a, k: calls.append(("own", "inner")))
+        run(opt, params, 3)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [("pre", "Lookahead"), ("own", "inner"), ("post", "Lookahead")] * 3
+
+
+def test_a_step_the_wrapped_optimizer_skips_moves_no_counter():
+    params = make_params()
+    opt = rangerlab.Lookahead(rangerlab.Adam(params, lr=1e-2, skip_nonfinite=True), k=2)
+    run(opt, params, 3)
+    before = [p.detach().clone() for p in params]
+    slow = {id(p): opt.state[p]["slow_param"].clone() for p in params}
+    set_grads(params)
+    params[0].grad[0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        opt.step()  # would have been the sync step
+    assert opt.last_step_skipped and opt.param_groups[0]["lookahead_step"] == 3
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    assert all(torch.equal(opt.state[p]["slow_param"], slow[id(p)]) for p in params)
+    run(opt, params, 1)
+    assert not opt.last_step_skipped and opt.param_groups[0]["lookahead_step"] == 4
+    # rangerlab.amp.scaler_step reads the wrapper's answer.
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    set_grads(params)
+    params[1].grad[0] = float("inf")
+    assert rangerlab.amp.scaler_step(scaler, opt) is False
+    set_grads(params)
+    assert rangerlab.amp.scaler_step(scaler, opt) is True
+
+
+def _scaled_steps(opt, params, scaler, bad_at=()):
+    taken = []
+    for t in range(8):
+        opt.zero_grad()
+        loss = sum(((p - 0.3) ** 2).sum() for p in params)
+        scaler.scale(loss).backward()
+        if t in bad_at:
+            params[0].grad.view(-1)[0] = float("inf")
+        taken.append(rangerlab.amp.scaler_step(scaler, opt))
+    return taken
+
+
+def test_grad_scaler_contract_is_forwarded_to_a_fused_torch_optimizer():
+    """torch's fused AdamW unscales and skips inside its step; the wrapper passes that through."""
+    params = make_params(torch.float32)
+    opt = rangerlab.Lookahead(torch.optim.AdamW(params, lr=1e-2, fused=True), k=3)
+    assert opt._step_supports_amp_scaling
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=10**6)
+    taken = _scaled_steps(opt, params, scaler, bad_at=(2, 3))
+    assert taken == [True, True, False, False, True, True, True, True]
+    assert opt.param_groups[0]["lookahead_step"] == 6 and scaler.get_scale() == 2.0**8
+    assert not hasattr(opt.optimizer, "grad_scale")
+    # Same trajectory as unscaled steps that skip the two bad ones.
+    ref = make_params(torch.float32)
+    ref_opt = rangerlab.Lookahead(torch.optim.AdamW(ref, lr=1e-2, fused=True), k=3)
+    for t in range(8):
+        ref_opt.zero_grad()
+        sum(((p - 0.3) ** 2).sum() for p in ref).backward()
+        if t not in (2, 3):
+            ref_opt.step()
+    for x, y in zip(params, ref):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_scaler_step_reports_a_skip_inside_a_fused_torch_optimizer():
+    params = make_params(torch.float32)
+    opt = torch.optim.Adam(params, lr=1e-2, fused=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    assert _scaled_steps(opt, params, scaler, bad_at=(1,))[:3] == [True, False, True]

@@ -23,7 +23,8 @@ def scaler_step(
 
     Works with any ``torch.optim.Optimizer``. A step counts as taken when the scaler called
     ``optimizer.step()`` and the optimizer did not skip it itself (rangerlab's
-    ``skip_nonfinite=True`` sets ``last_step_skipped``).
+    ``skip_nonfinite=True`` and :class:`rangerlab.Lookahead` set ``last_step_skipped``; an
+    optimizer that unscales inside its step skips exactly when the scale backs off).
 
     Args:
         scaler: the ``GradScaler`` the loss was scaled with.
@@ -52,8 +53,14 @@ def scaler_step(
         scaler.step(optimizer, **step_kwargs)
     finally:
         handle.remove()
+    in_step = called and getattr(optimizer, "_step_supports_amp_scaling", False)
+    scale = scaler.get_scale() if in_step and scaler.is_enabled() else None
     scaler.update()
     taken = bool(called) and not getattr(optimizer, "last_step_skipped", False)
+    if scale is not None:
+        # An optimizer that unscales inside its step (torch's fused ones) is always called and
+        # skips on the device; the scale backs off exactly when inf/NaN was found.
+        taken = taken and scaler.get_scale() >= scale
     if taken and scheduler is not None:
         scheduler.step()
     return taken

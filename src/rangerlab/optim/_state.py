@@ -25,6 +25,45 @@ def new_step() -> Tensor:
     return torch.zeros((), dtype=torch.float32)
 
 
+class RealViews:
+    """Complex weights, gradients and state seen as their ``torch.view_as_real`` views.
+
+    torch's rule for complex parameters: each is optimized exactly as its real view (a trailing
+    dimension of 2 for the real and imaginary parts), which is what the transforms and kernels
+    see through this class. State stays complex, as torch keeps it (a torch checkpoint loads);
+    :meth:`commit` stores state that the step created or replaced back in complex form.
+    """
+
+    def __init__(self, weights: list[Tensor], grads: list[Tensor], states: list[dict]):
+        self.weights = [torch.view_as_real(w.detach()) for w in weights]
+        self.grads = [torch.view_as_real(g.resolve_conj()) for g in grads]
+        self._complex = states
+        self.states = [{k: _real(v) for k, v in s.items()} for s in states]
+        self._views = [dict(s) for s in self.states]
+
+    def commit(self) -> None:
+        """Store entries the step added or replaced (e.g. momentum buffers) in the real state."""
+        for complex_state, state, views in zip(self._complex, self.states, self._views):
+            for key, value in state.items():
+                if views.get(key) is not value:
+                    complex_state[key] = _complex(value)
+
+
+def _real(value: Any) -> Any:
+    return torch.view_as_real(value) if isinstance(value, Tensor) and value.is_complex() else value
+
+
+def _complex(value: Any) -> Any:
+    if (
+        isinstance(value, Tensor)
+        and value.is_floating_point()
+        and value.dim()
+        and value.shape[-1] == 2
+    ):
+        return torch.view_as_complex(value.contiguous())
+    return value
+
+
 def param_index(groups: Iterable[Mapping[str, Any]]) -> list[Tensor]:
     """The parameters in the order ``state_dict`` numbers them."""
     seen: dict[int, Tensor] = {}

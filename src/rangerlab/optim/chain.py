@@ -209,6 +209,14 @@ class Chain(Optimizer):
         step_counters = [s["step"] for s in states]
         torch._foreach_add_(step_counters, 1.0)
         steps = [int(t) for t in torch.stack(step_counters).tolist()]
+        complex_views = None
+        if weights[0].is_complex():  # torch's rule: optimized exactly as its view_as_real
+            complex_views = _state.RealViews(weights, grads, states)
+            weights, grads, states = (
+                complex_views.weights,
+                complex_views.grads,
+                complex_views.states,
+            )
 
         kernel = fused.select(group, transforms, weights)
         if kernel is not None:
@@ -226,7 +234,9 @@ class Chain(Optimizer):
             ops.add_(weights, updates, alpha=-float(group["lr"]))
             for t in transforms:
                 t.after_update(ctx)
-        if weights is not params:
+        if complex_views is not None:
+            complex_views.commit()
+        elif weights is not params:
             pick_ops(group["foreach"], params).copy_(params, weights)
 
     # -- non-finite guard -----------------------------------------------------------------------

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.optim import Optimizer
 
 from .._ops import pick_ops
 from .._validation import check_group, unique_params
 from ..transforms.lookahead import COUNTER, LookaheadTransform, sync_, sync_due
 from . import _state
+from ._inner import step_inner
 from .chain import _buckets
 
 SLOW = "slow_param"
@@ -33,7 +35,13 @@ class Lookahead(Optimizer):
     One step counter per optimizer (kept in every param group as ``lookahead_step``). The wrapper
     shares the wrapped optimizer's ``param_groups``, so LR schedulers and ``GradScaler`` drive it
     directly; ``k`` and ``alpha`` are per-group settings. ``state_dict()`` is the wrapped
-    optimizer's, with each parameter's slow weights added as ``slow_param``.
+    optimizer's, with each parameter's slow weights added as ``slow_param`` (and any entries of
+    :attr:`state` not keyed by a parameter, as torch keeps them).
+
+    As one optimizer: global step hooks fire once per ``step()``; a step the wrapped optimizer
+    skips (``last_step_skipped``, or inf/NaN under GradScaler's in-step unscaling, which is
+    forwarded where the wrapped optimizer supports it) moves no counter and sets
+    :attr:`last_step_skipped`; a step with no gradients at all changes nothing.
 
     Args:
         optimizer: the optimizer to wrap.
@@ -60,6 +68,9 @@ class Lookahead(Optimizer):
             )
         check_group({"k": k, "alpha": alpha})
         self.optimizer = optimizer
+        #: True when the last ``step()`` changed nothing because the wrapped optimizer skipped it
+        #: (``skip_nonfinite=True`` inside, or inf/NaN found under a forwarded GradScaler).
+        self.last_step_skipped = False
         self._initialized = False
         super().__init__(list(optimizer.param_groups), {"k": k, "alpha": alpha})
         self._initialized = True
@@ -102,7 +113,9 @@ class Lookahead(Optimizer):
         ]
         with torch.no_grad():
             snapshots = [p.detach().to(_state.state_dtype(p), copy=True) for p in fresh]
-        loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+        loss, self.last_step_skipped = self._step_inner(closure)
+        if self.last_step_skipped:
+            return loss  # the wrapped optimizer changed nothing, so neither does Lookahead
         if not any(p.grad is not None for group in self.param_groups for p in group["params"]):
             return loss  # nothing was updated, so no counter moves (as in the presets)
         with torch.no_grad():
@@ -115,12 +128,38 @@ class Lookahead(Optimizer):
                     self._sync(group)
         return loss
 
+    def _step_inner(self, closure: Callable[[], Any] | None) -> tuple[Any, bool]:
+        """Step the wrapped optimizer (forwarding GradScaler's arguments); say if it skipped."""
+        found_inf = getattr(self, "found_inf", None)
+        forwarded = self._step_supports_amp_scaling and hasattr(self, "grad_scale")
+        if forwarded:
+            self.optimizer.grad_scale, self.optimizer.found_inf = self.grad_scale, found_inf
+        try:
+            loss = step_inner(self.optimizer, closure)
+        finally:
+            if forwarded:
+                del self.optimizer.grad_scale, self.optimizer.found_inf
+        skipped = bool(getattr(self.optimizer, "last_step_skipped", False))
+        if forwarded and found_inf is not None:
+            # The wrapped optimizer skipped on the device; the counter lives on the host, so this
+            # costs the one synchronisation GradScaler itself makes for other optimizers.
+            skipped = skipped or bool(found_inf.item())
+        return loss, skipped
+
+    @property
+    def _step_supports_amp_scaling(self) -> bool:  # type: ignore[override]
+        """GradScaler's contract (unscale and skip inside ``step``), as the wrapped optimizer."""
+        return bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
+
     def _sync(self, group: dict[str, Any]) -> None:
         params = [
             p for p in group["params"] if p.grad is not None and SLOW in self.state.get(p, {})
         ]
         for bucket in _buckets(params):
             slow = [self.state[p][SLOW] for p in bucket]
+            if bucket[0].is_complex():  # as its view_as_real, like every complex parameter
+                bucket = [torch.view_as_real(p.detach()) for p in bucket]
+                slow = [torch.view_as_real(s) for s in slow]
             ops = pick_ops(group.get("foreach"), bucket)
             if bucket[0].dtype == slow[0].dtype:
                 sync_(ops, bucket, slow, group["alpha"])
@@ -139,10 +178,16 @@ class Lookahead(Optimizer):
 
         def build() -> dict[str, Any]:
             inner = self.optimizer.state_dict()
-            state = {key: dict(value) for key, value in inner["state"].items()}
+            state = {
+                key: dict(value) if isinstance(value, Mapping) else value
+                for key, value in inner["state"].items()
+            }
             for index, p in enumerate(_state.param_index(self.param_groups)):
                 if SLOW in self.state.get(p, {}):
                     state.setdefault(index, {})[SLOW] = self.state[p][SLOW]
+            # Entries not keyed by a parameter (what a state_dict pre-hook stashes): torch
+            # keeps them as they are.
+            state.update((k, v) for k, v in self.state.items() if not isinstance(k, Tensor))
             return {**inner, "state": state}
 
         return _state.run_state_dict_hooks(self, build)
@@ -168,8 +213,12 @@ class Lookahead(Optimizer):
             if result is not None:
                 state_dict = result
         _state.check_state_dict(self, state_dict, shaped_keys=(SLOW,))
-        slow, inner_state = {}, {}
+        ids = _state.saved_params(state_dict, self.param_groups)
+        slow, inner_state, other = {}, {}, {}
         for key, entry in state_dict["state"].items():
+            if key not in ids:  # not a parameter's: kept as is, by the wrapper and the wrapped
+                other[key] = inner_state[key] = entry
+                continue
             entry = dict(entry)
             if SLOW in entry:
                 slow[key] = entry.pop(SLOW)
@@ -177,7 +226,8 @@ class Lookahead(Optimizer):
                 inner_state[key] = entry
         self.optimizer.load_state_dict({**state_dict, "state": inner_state})
         self.state.clear()
-        for saved_id, p in _state.saved_params(state_dict, self.param_groups).items():
+        self.state.update(other)
+        for saved_id, p in ids.items():
             if saved_id in slow:
                 self.state[p] = _state.cast_state(p, {SLOW: slow[saved_id]})
         for hook in self._optimizer_load_state_dict_post_hooks.values():
@@ -199,6 +249,7 @@ class Lookahead(Optimizer):
             "defaults": self.defaults,
             "state": self.state,
             "optimizer": self.optimizer,
+            "last_step_skipped": self.last_step_skipped,
             "_initialized": True,
         }
 
