@@ -17,8 +17,9 @@ operation) makes about ten such passes. The options weighed:
   LARS and Ranger-LARS (the trust ratio needs whole-tensor norms before the update). Parallel
   over row-aligned chunks of all tensors at once, so 2,000 small tensors cost one dispatch.
 
-We use the C++ kernels. The build (about a minute on 2 cores, logged with its directory) happens
-at the first fused step and is reused by every later process; :data:`_build.build_seconds`
+We use the C++ kernels. The build (about a minute on 2 cores, announced once on stderr) happens
+at the first fused step, or ahead of time with ``python -m rangerlab.fused``, and is reused by
+every later process (:mod:`._build`: the cache key, the lock); :data:`_build.build_seconds`
 reports it. The kernels follow the reference transforms operation by operation, so the two paths
 agree to rounding and keep the same state keys (a checkpoint moves between them).
 
@@ -32,7 +33,6 @@ the kernels cannot be built (no C++ compiler), after one warning.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from .._ops import _PLAIN_TYPES
+from .._warnings import warn
 from . import _build
 from .plans import FusedKernel, kernel_for
 
@@ -58,10 +59,9 @@ def available() -> bool:
         _build.load()
     except Exception as error:  # a missing compiler or ninja surfaces as many error types
         _build_error = error
-        warnings.warn(
+        warn(
             f"rangerlab: the fused kernels could not be built ({error}); using the reference path",
             RuntimeWarning,
-            stacklevel=2,
         )
         return False
     return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -14,6 +13,7 @@ from torch.optim import Optimizer
 from .. import fused
 from .._ops import foreach_supported, pick_ops
 from .._validation import check_group, unique_params
+from .._warnings import warn
 from ..transforms.base import Context, Transform
 from . import _state
 
@@ -261,11 +261,10 @@ class Chain(Optimizer):
     def _skip(self) -> None:
         self.skipped_steps += 1
         if self.skipped_steps == 1:
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: skipped a step whose gradients hold inf or NaN "
                 "(skip_nonfinite=True); further skips are counted in .skipped_steps",
                 RuntimeWarning,
-                stacklevel=3,
             )
 
     # -- state ----------------------------------------------------------------------------------
