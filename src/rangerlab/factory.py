@@ -141,6 +141,7 @@ def param_groups(
         {"params": no_decay, "weight_decay": 0.0[, "trust_ratio": False]}]``.
 
     Examples:
+        >>> import torch
         >>> groups = param_groups(torch.nn.Linear(3, 2), 0.1)
         >>> [(len(g["params"]), g["weight_decay"]) for g in groups]   # the weight; the bias
         [(1, 0.1), (1, 0.0)]
@@ -193,6 +194,7 @@ def create_optimizer(
         The optimizer (a :class:`rangerlab.Lookahead` around it with ``lookahead=True``).
 
     Examples:
+        >>> import torch
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8))
         >>> opt = create_optimizer(model, "ranger_lars", lr=1e-3, weight_decay=1e-2)
         >>> [(g["weight_decay"], g["trust_ratio"]) for g in opt.param_groups]

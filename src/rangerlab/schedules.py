@@ -63,7 +63,16 @@ def linear_warmup(optimizer: Optimizer, warmup_steps: int) -> LambdaLR:
         warmup_steps: ``W >= 1``; the ``W``-th step is the first at the full lr.
 
     Examples:
-        >>> sched = linear_warmup(opt, 4)  # lr 0.1: steps at 0.025, 0.05, 0.075, 0.1, 0.1 ...
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        >>> sched = linear_warmup(opt, 4)
+        >>> lrs = []
+        >>> for _ in range(5):
+        ...     lrs.append(round(opt.param_groups[0]["lr"], 4))
+        ...     opt.step()
+        ...     sched.step()
+        >>> lrs
+        [0.025, 0.05, 0.075, 0.1, 0.1]
 
     References:
         Goyal et al. "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", 2017.
