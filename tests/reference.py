@@ -21,7 +21,8 @@ def centralize_grads(params) -> None:
 
 
 class RefLARS(Optimizer):
-    """LARS/LARC per DESIGN.md: trust on (g, w), d = trust*(g + wd*w), torch-SGD momentum."""
+    """LARS/LARC (You et al. 2017, arXiv:1708.03888; LARC's clip as NVIDIA apex): trust on (g, w),
+    d = trust*(g + wd*w), torch-SGD momentum; the rule rangerlab.LARS's docstring states."""
 
     def __init__(
         self,
@@ -82,7 +83,8 @@ class RefLARS(Optimizer):
 
 
 class RefRAdamLAMB(Optimizer):
-    """RangerLARS's inner step per DESIGN.md: RAdam direction, + wd*w, LAMB ratio, w -= lr*r*u."""
+    """RangerLARS's inner step as rangerlab.RangerLARS's docstring states it: torch's RAdam
+    direction, + wd*w, the LAMB ratio (You et al. 2020, arXiv:1904.00962), w -= lr*r*u."""
 
     def __init__(
         self,
@@ -134,6 +136,57 @@ class RefRAdamLAMB(Optimizer):
                 else:
                     u = m_hat
                 u = u + group["weight_decay"] * p
+                w_norm, u_norm = float(p.norm()), float(u.norm())
+                cap = group["max_weight_norm"]
+                ratio = 1.0
+                if group["trust_ratio"] and w_norm > 0 and u_norm > 0:
+                    ratio = (w_norm if cap is None else min(w_norm, cap)) / u_norm
+                p.sub_(group["lr"] * ratio * u)
+
+
+class RefLAMB(Optimizer):
+    """LAMB (You et al. 2020, arXiv:1904.00962, Algorithm 2): Adam's bias-corrected direction,
+    + wd*w, then w -= lr * min(||w||, max_weight_norm)/||u|| * u (ratio 1 where a norm is 0)."""
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        weight_decay=0.0,
+        max_weight_norm=10.0,
+        trust_ratio=True,
+    ):
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                max_weight_norm=max_weight_norm,
+                trust_ratio=trust_ratio,
+            ),
+        )
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g, state = p.grad, self.state[p]
+                if not state:
+                    state.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["t"] += 1
+                t = state["t"]
+                state["m"] = b1 * state["m"] + (1 - b1) * g
+                state["v"] = b2 * state["v"] + (1 - b2) * g * g
+                m_hat = state["m"] / (1 - b1**t)
+                v_hat = state["v"] / (1 - b2**t)
+                u = m_hat / (v_hat.sqrt() + group["eps"]) + group["weight_decay"] * p
                 w_norm, u_norm = float(p.norm()), float(u.norm())
                 cap = group["max_weight_norm"]
                 ratio = 1.0

@@ -9,28 +9,29 @@ import torch
 
 import rangerlab
 from optim_table import make_params, run
+from rangerlab import create_optimizer, list_optimizers
+from rangerlab._validation import RULES
+from rangerlab.factory import optimizer_info
+from rangerlab.optim.chain import declared_hyperparams
 from rangerlab.transforms import add_decayed_weights, scale_by_adam
 from reference import RefLARS
 
+#: Every name of the factory's registry (the one list of optimizer names).
 OPTIMIZERS = {
-    "SGD": lambda p, **kw: rangerlab.SGD(p, **{"lr": 0.1, **kw}),
-    "Adam": lambda p, **kw: rangerlab.Adam(p, **kw),
-    "RAdam": lambda p, **kw: rangerlab.RAdam(p, **kw),
-    "LARS": lambda p, **kw: rangerlab.LARS(p, **{"lr": 0.1, **kw}),
-    "Ranger": lambda p, **kw: rangerlab.Ranger(p, **kw),
-    "RangerLARS": lambda p, **kw: rangerlab.RangerLARS(p, **kw),
+    name: lambda p, name=name, **kw: create_optimizer(p, name, **kw) for name in list_optimizers()
 }
-ACCEPTS = {
-    "lr": set(OPTIMIZERS),
-    "weight_decay": set(OPTIMIZERS),
-    "betas": {"Adam", "RAdam", "Ranger", "RangerLARS"},
-    "eps": {"Adam", "RAdam", "LARS", "Ranger", "RangerLARS"},
-    "momentum": {"SGD", "LARS"},
-    "trust_coefficient": {"LARS"},
-    "k": {"Ranger", "RangerLARS"},
-    "alpha": {"Ranger", "RangerLARS"},
-    "max_weight_norm": {"RangerLARS"},
-}
+
+
+def accepts(name: str) -> set[str]:
+    """The settings ``name`` takes: what its chain's transforms declare, plus ``lr``."""
+    opt = OPTIMIZERS[name](make_params())
+    declared = declared_hyperparams(opt.chain_for(opt.param_groups[0]))
+    return ({"lr", *declared} - set(optimizer_info(name).fixed)) & set(
+        optimizer_info(name).hyperparameters()
+    )
+
+
+ACCEPTS = {name: accepts(name) for name in OPTIMIZERS}
 BAD = [
     ("lr", -0.1),
     ("lr", math.nan),
@@ -53,7 +54,23 @@ BAD = [
     ("alpha", math.nan),
     ("max_weight_norm", 0.0),
 ]
-CASES = [(name, key, value) for key, value in BAD for name in sorted(ACCEPTS[key])]
+CASES = [
+    (name, key, value) for key, value in BAD for name in sorted(ACCEPTS) if key in ACCEPTS[name]
+]
+
+
+def test_the_table_derives_what_each_optimizer_accepts():
+    assert ACCEPTS["lamb"] == {"lr", "betas", "eps", "weight_decay", "max_weight_norm", "gc"}
+    assert ACCEPTS["lars"] >= {"momentum", "trust_coefficient", "eps", "weight_decay"}
+    assert {"k", "alpha"} <= ACCEPTS["ranger"] and "k" not in ACCEPTS["adam"]
+    assert all(any(key in keys for keys in ACCEPTS.values()) for key, _ in BAD)
+
+
+def test_every_declared_hyperparameter_has_a_validation_rule():
+    for name in OPTIMIZERS:
+        opt = OPTIMIZERS[name](make_params())
+        declared = declared_hyperparams(opt.chain_for(opt.param_groups[0]))
+        assert set(declared) <= set(RULES), name
 
 
 @pytest.mark.parametrize(("name", "key", "value"), CASES, ids=[f"{n}-{k}={v}" for n, k, v in CASES])
@@ -64,7 +81,7 @@ def test_invalid_hyperparameter_names_argument_and_value(name, key, value):
     assert key in message and repr(value) in message
 
 
-@pytest.mark.parametrize("name", ["SGD", "LARS"])
+@pytest.mark.parametrize("name", sorted(n for n in ACCEPTS if "nesterov" in ACCEPTS[n]))
 def test_nesterov_needs_momentum(name):
     with pytest.raises(ValueError, match="nesterov"):
         OPTIMIZERS[name](make_params(), momentum=0.0, nesterov=True)

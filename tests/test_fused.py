@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import rangerlab
-from rangerlab import bench, fused
+from optim_table import PATHS, with_path
+from rangerlab import bench, fused, list_optimizers
+from rangerlab.factory import optimizer_info
 from rangerlab.transforms import centralize, lookahead, scale_by_adam, scale_by_trust_ratio
 
 pytestmark = pytest.mark.skipif(not fused.available(), reason="no C++ compiler for the kernels")
@@ -16,33 +18,10 @@ pytestmark = pytest.mark.skipif(not fused.available(), reason="no C++ compiler f
 # 0-d, empty, 1-D, linear and conv tensors; GC rows of 1, 7 and 27 elements.
 SHAPES = [(), (0,), (5,), (4, 7), (6, 3, 3, 3), (3, 1), (40, 50)]
 
-# (preset, group-0 kwargs, overrides for a second param group)
-CASES = [
-    (rangerlab.Adam, dict(lr=1e-2, weight_decay=0.1), dict(lr=3e-2, betas=(0.8, 0.99))),
-    (
-        rangerlab.Adam,
-        dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, gc=True),
-        dict(weight_decay=0.0),
-    ),
-    (rangerlab.RAdam, dict(lr=1e-2, weight_decay=0.1), dict(eps=1e-3, betas=(0.3, 0.9))),
-    (
-        rangerlab.RAdam,
-        dict(lr=1e-2, decoupled_weight_decay=True, weight_decay=0.1, gc=True),
-        dict(gc=False),
-    ),
-    (rangerlab.Ranger, dict(lr=1e-2, weight_decay=0.1, k=3), dict(lr=1e-3, alpha=0.3)),
-    (rangerlab.RangerLARS, dict(lr=1e-2, weight_decay=0.1, k=4), dict(max_weight_norm=None)),
-    (rangerlab.RangerLARS, dict(lr=1e-2, k=2, max_weight_norm=0.5), dict(trust_ratio=False)),
-    (rangerlab.SGD, dict(lr=1e-2), dict(lr=0.1)),
-    (
-        rangerlab.SGD,
-        dict(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.1, gc=True),
-        dict(nesterov=False, dampening=0.3),
-    ),
-    (rangerlab.LARS, dict(lr=0.1, weight_decay=0.1, gc=True), dict(trust_ratio=False)),
-    (rangerlab.LARS, dict(lr=0.1, clip=True, momentum=0.0, trust_coefficient=0.02), dict(eps=1e-3)),
-]
-IDS = [f"{cls.__name__}-{i}" for i, (cls, _, _) in enumerate(CASES)]
+# The one table of cases (optim_table.py): every case that has the fused path, with the
+# overrides it gives a second param group.
+CASES = with_path("fused")
+cases = pytest.mark.parametrize("case", CASES, ids=str)
 
 
 def make_params(dtype, seed=0):
@@ -50,11 +29,11 @@ def make_params(dtype, seed=0):
     return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in SHAPES]
 
 
-def trajectory(cls, kwargs, second, dtype, steps=14, **path):
+def trajectory(case, dtype, steps=14, **path):
     """Run ``steps`` steps with two param groups, a parameter without gradient, fixed seeds."""
     params = make_params(dtype)
-    groups = [{"params": params[:4]}, {"params": params[4:], **second}]
-    opt = cls(groups, **kwargs, **path)
+    groups = [{"params": params[:4]}, {"params": params[4:], **case.second}]
+    opt = case.ours(groups, **path)
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps):
         for i, p in enumerate(params):
@@ -81,29 +60,27 @@ def _rel(x, y):
     return float((x - y).norm() / y.norm().clamp_min(1e-30))
 
 
-@pytest.mark.parametrize("cls, kwargs, second", CASES, ids=IDS)
-@pytest.mark.parametrize(
-    "reference", [dict(foreach=True), dict(foreach=False)], ids=["foreach", "loop"]
-)
-def test_fused_equals_reference_float32(cls, kwargs, second, reference):
-    fast = trajectory(cls, kwargs, second, torch.float32, fused=True)
-    ref = trajectory(cls, kwargs, second, torch.float32, **reference)
+@cases
+@pytest.mark.parametrize("reference", ["foreach", "loop"])
+def test_fused_equals_reference_float32(case, reference):
+    fast = trajectory(case, torch.float32, **PATHS["fused"])
+    ref = trajectory(case, torch.float32, **PATHS[reference])
     assert_same(*fast, *ref, rtol=1e-6)
 
 
-@pytest.mark.parametrize("cls, kwargs, second", CASES, ids=IDS)
-def test_fused_equals_reference_float64(cls, kwargs, second):
-    fast = trajectory(cls, kwargs, second, torch.float64, fused=True)
-    ref = trajectory(cls, kwargs, second, torch.float64, foreach=False)
+@cases
+def test_fused_equals_reference_float64(case):
+    fast = trajectory(case, torch.float64, **PATHS["fused"])
+    ref = trajectory(case, torch.float64, **PATHS["loop"])
     assert_same(*fast, *ref, rtol=1e-13)
 
 
 @pytest.mark.parametrize("master_weights", [False, True])
-@pytest.mark.parametrize("cls", [rangerlab.Ranger, rangerlab.LARS])
-def test_bf16_params(cls, master_weights):
-    kwargs = dict(lr=1e-2, master_weights=master_weights)
-    fast = trajectory(cls, kwargs, {}, torch.bfloat16, fused=True)
-    ref = trajectory(cls, kwargs, {}, torch.bfloat16, foreach=True)
+@pytest.mark.parametrize("name", ["ranger", "lars"])
+def test_bf16_params(name, master_weights):
+    case = next(c for c in CASES if c.name == name)
+    fast = trajectory(case, torch.bfloat16, fused=True, master_weights=master_weights)
+    ref = trajectory(case, torch.bfloat16, foreach=True, master_weights=master_weights)
     for pf, pr in zip(fast[0], ref[0], strict=True):
         assert pf.dtype == torch.bfloat16
         torch.testing.assert_close(pf, pr, rtol=1e-2, atol=1e-2)
@@ -111,6 +88,11 @@ def test_bf16_params(cls, master_weights):
     assert states and all(
         v.dtype == torch.float32 for s in states for k, v in s.items() if k != "step"
     )
+
+
+def test_every_registered_optimizer_is_in_the_fused_table():
+    built = {type(case.ours(make_params(torch.float32))) for case in CASES}
+    assert {info.cls for info in map(optimizer_info, list_optimizers())} <= built
 
 
 def test_matches_torch_adam_and_radam_float64():
@@ -131,16 +113,16 @@ def test_matches_torch_adam_and_radam_float64():
 
 def test_state_dict_moves_between_paths():
     """A checkpoint from the fused path resumes on the reference path and vice versa."""
-    cls, kwargs, second = CASES[4]  # Ranger, k=3: the resume lands mid-cycle
-    full = trajectory(cls, kwargs, second, torch.float32, steps=10, foreach=False)
+    case = next(c for c in CASES if c.name == "ranger-lars-capped-k4")  # resumes mid-cycle
+    full = trajectory(case, torch.float32, steps=10, foreach=False)
     for first, then in (
         (dict(fused=True), dict(foreach=False)),
         (dict(foreach=True), dict(fused=True)),
     ):
-        params, opt = trajectory(cls, kwargs, second, torch.float32, steps=5, **first)
+        params, opt = trajectory(case, torch.float32, steps=5, **first)
         saved = copy.deepcopy(opt.state_dict())
-        groups = [{"params": params[:4]}, {"params": params[4:], **second}]
-        resumed = cls(groups, **kwargs, **then)
+        groups = [{"params": params[:4]}, {"params": params[4:], **case.second}]
+        resumed = case.ours(groups, **then)
         resumed.load_state_dict(saved)
         gen = torch.Generator().manual_seed(1)
         for step in range(10):

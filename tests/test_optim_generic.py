@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import rangerlab
-from optim_table import CASES, Case, make_params, run, set_grads, torch_target
+from optim_table import CASES, Case, make_params, run, set_grads, torch_target, with_path
 from reference import RefLARS, RefLookahead, RefRAdamLAMB
 
 STEPS = 64  # > 60, with syncs at k = 4, 5, 6 and well past RAdam's rho_t > 5 switch
@@ -140,7 +140,7 @@ def test_state_dict_round_trip_resumes_bit_identically(case: Case, stop_at: int)
         assert torch.equal(a.detach(), b.detach())
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "chain" in c.paths], ids=str)
+@pytest.mark.parametrize("case", with_path("fused"), ids=str)
 @pytest.mark.parametrize("shape", [(), (1,), (1, 1)], ids=str)
 @pytest.mark.parametrize("path", ["default", "foreach", "loop"])
 def test_one_element_tensor_lr_on_every_path(case: Case, shape, path: str):
