@@ -27,8 +27,6 @@ def _each(value: Scalars, n: int) -> Sequence:
 
 
 class _Loop:
-    name = "loop"
-
     @staticmethod
     def add_(xs: list[Tensor], ys: list[Tensor], alpha: float = 1.0) -> None:
         for x, y in zip(xs, ys):
@@ -64,10 +62,6 @@ class _Loop:
         return [x.sqrt() for x in xs]
 
     @staticmethod
-    def mul(xs: list[Tensor], ys: list[Tensor]) -> list[Tensor]:
-        return [x * y for x, y in zip(xs, ys)]
-
-    @staticmethod
     def copy_(dst: list[Tensor], src: list[Tensor]) -> None:
         for d, s in zip(dst, src):
             d.copy_(s)
@@ -82,8 +76,6 @@ class _Loop:
 
 
 class _Foreach:
-    name = "foreach"
-
     @staticmethod
     def add_(xs: list[Tensor], ys: list[Tensor], alpha: float = 1.0) -> None:
         torch._foreach_add_(xs, ys, alpha=alpha)
@@ -111,10 +103,6 @@ class _Foreach:
     @staticmethod
     def sqrt(xs: list[Tensor]) -> list[Tensor]:
         return list(torch._foreach_sqrt(xs))
-
-    @staticmethod
-    def mul(xs: list[Tensor], ys: list[Tensor]) -> list[Tensor]:
-        return list(torch._foreach_mul(xs, ys))
 
     @staticmethod
     def copy_(dst: list[Tensor], src: list[Tensor]) -> None:
