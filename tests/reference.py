@@ -82,68 +82,6 @@ class RefLARS(Optimizer):
                 p.sub_(lr * d)
 
 
-class RefRAdamLAMB(Optimizer):
-    """RangerLARS's inner step as rangerlab.RangerLARS's docstring states it: torch's RAdam
-    direction, + wd*w, the LAMB ratio (You et al. 2020, arXiv:1904.00962), w -= lr*r*u."""
-
-    def __init__(
-        self,
-        params,
-        lr,
-        betas=(0.95, 0.999),
-        eps=1e-5,
-        weight_decay=0.0,
-        max_weight_norm=10.0,
-        trust_ratio=True,
-    ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                weight_decay=weight_decay,
-                max_weight_norm=max_weight_norm,
-                trust_ratio=trust_ratio,
-            ),
-        )
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g, state = p.grad, self.state[p]
-                if not state:
-                    state.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-                state["t"] += 1
-                t = state["t"]
-                state["m"] = b1 * state["m"] + (1 - b1) * g
-                state["v"] = b2 * state["v"] + (1 - b2) * g * g
-                m_hat = state["m"] / (1 - b1**t)
-                rho_inf = 2 / (1 - b2) - 1
-                rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
-                if rho_t > 5:
-                    r = math.sqrt(
-                        (rho_t - 4)
-                        * (rho_t - 2)
-                        * rho_inf
-                        / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-                    )
-                    u = m_hat * r * math.sqrt(1 - b2**t) / (state["v"].sqrt() + group["eps"])
-                else:
-                    u = m_hat
-                u = u + group["weight_decay"] * p
-                w_norm, u_norm = float(p.norm()), float(u.norm())
-                cap = group["max_weight_norm"]
-                ratio = 1.0
-                if group["trust_ratio"] and w_norm > 0 and u_norm > 0:
-                    ratio = (w_norm if cap is None else min(w_norm, cap)) / u_norm
-                p.sub_(group["lr"] * ratio * u)
-
-
 class RefLAMB(Optimizer):
     """LAMB (You et al. 2020, arXiv:1904.00962, Algorithm 2): Adam's bias-corrected direction,
     + wd*w, then w -= lr * min(||w||, max_weight_norm)/||u|| * u (ratio 1 where a norm is 0)."""
@@ -170,6 +108,10 @@ class RefLAMB(Optimizer):
             ),
         )
 
+    def direction(self, m, v, t, b1, b2, eps):
+        """Adam's bias-corrected direction."""
+        return (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
@@ -184,15 +126,32 @@ class RefLAMB(Optimizer):
                 t = state["t"]
                 state["m"] = b1 * state["m"] + (1 - b1) * g
                 state["v"] = b2 * state["v"] + (1 - b2) * g * g
-                m_hat = state["m"] / (1 - b1**t)
-                v_hat = state["v"] / (1 - b2**t)
-                u = m_hat / (v_hat.sqrt() + group["eps"]) + group["weight_decay"] * p
+                u = self.direction(state["m"], state["v"], t, b1, b2, group["eps"])
+                u = u + group["weight_decay"] * p
                 w_norm, u_norm = float(p.norm()), float(u.norm())
                 cap = group["max_weight_norm"]
                 ratio = 1.0
                 if group["trust_ratio"] and w_norm > 0 and u_norm > 0:
                     ratio = (w_norm if cap is None else min(w_norm, cap)) / u_norm
                 p.sub_(group["lr"] * ratio * u)
+
+
+class RefRAdamLAMB(RefLAMB):
+    """RangerLARS's inner step as rangerlab.RangerLARS's docstring states it: RAdam's direction
+    (Liu et al. 2020, as torch.optim.RAdam), + wd*w, then LAMB's ratio and w -= lr*r*u."""
+
+    def __init__(self, params, lr, betas=(0.95, 0.999), eps=1e-5, **kw):
+        super().__init__(params, lr, betas, eps, **kw)
+
+    def direction(self, m, v, t, b1, b2, eps):
+        """RAdam: bias-corrected momentum while rho_t <= 5, then the rectified Adam step."""
+        m_hat = m / (1 - b1**t)
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        if rho_t <= 5:
+            return m_hat
+        r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        return m_hat * r * math.sqrt(1 - b2**t) / (v.sqrt() + eps)
 
 
 class RefLookahead:

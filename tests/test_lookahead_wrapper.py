@@ -14,6 +14,17 @@ from torch.optim.optimizer import (
 import rangerlab
 from optim_table import make_params, run, set_grads
 
+#: Lookahead in a preset and in the wrapper: the checks that hold for both.
+every_lookahead = pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: rangerlab.Ranger(p, lr=1e-2, k=4),
+        lambda p: rangerlab.RangerLARS(p, lr=1e-2, k=4),
+        lambda p: rangerlab.Lookahead(torch.optim.SGD(p, lr=0.05, momentum=0.9), k=4),
+    ],
+    ids=["ranger", "ranger_lars", "wrapper"],
+)
+
 
 def test_ranger_equals_lookahead_over_radam_decoupled_with_gc():
     kw = dict(lr=1e-2, betas=(0.95, 0.999), eps=1e-5, weight_decay=0.1)
@@ -94,15 +105,7 @@ def test_state_dict_hooks_run_on_the_wrapper():
     assert seen == [["param_groups", "state"], "loaded"]
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda p: rangerlab.Ranger(p, lr=1e-2, k=4),
-        lambda p: rangerlab.RangerLARS(p, lr=1e-2, k=4),
-        lambda p: rangerlab.Lookahead(torch.optim.SGD(p, lr=0.05, momentum=0.9), k=4),
-    ],
-    ids=["ranger", "ranger_lars", "wrapper"],
-)
+@every_lookahead
 def test_slow_weights_context_swaps_in_and_restores(make):
     params = make_params()
     opt = make(params)
@@ -143,15 +146,7 @@ def test_refuses_to_wrap_an_optimizer_that_already_runs_lookahead(make):
         rangerlab.Lookahead(make(make_params()))
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda p: rangerlab.Ranger(p, lr=1e-2, k=4),
-        lambda p: rangerlab.RangerLARS(p, lr=1e-2, k=4),
-        lambda p: rangerlab.Lookahead(torch.optim.SGD(p, lr=0.05, momentum=0.9), k=4),
-    ],
-    ids=["ranger", "ranger_lars", "wrapper"],
-)
+@every_lookahead
 def test_a_step_without_any_gradient_moves_no_counter(make):
     """As in torch, parameters without gradients change nothing: the Lookahead counter neither."""
     a, b = make_params(), make_params()
