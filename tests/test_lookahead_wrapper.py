@@ -232,8 +232,9 @@ def test_a_step_the_wrapped_optimizer_skips_moves_no_counter():
     slow = {id(p): opt.state[p]["slow_param"].clone() for p in params}
     set_grads(params)
     params[0].grad[0, 0] = float("nan")
-    with pytest.warns(RuntimeWarning, match="skipped"):
+    with pytest.warns(RuntimeWarning, match="skipped") as record:
         opt.step()  # would have been the sync step
+    assert record[0].filename == __file__  # the warning points at the user's line
     assert opt.last_step_skipped and opt.param_groups[0]["lookahead_step"] == 3
     assert all(torch.equal(p, b) for p, b in zip(params, before))
     assert all(torch.equal(opt.state[p]["slow_param"], slow[id(p)]) for p in params)
