@@ -110,6 +110,7 @@ RULES: dict[str, Callable[[Any], None]] = {
     "skip_nonfinite": _flag("skip_nonfinite"),
     "foreach": _optional_flag("foreach"),
     "fused": _optional_flag("fused"),
+    "telemetry": _flag("telemetry"),
 }
 
 
@@ -121,6 +122,10 @@ def check_group(group: Mapping[str, Any]) -> None:
             rule(value)
     if group.get("fused") and group.get("foreach"):
         raise ValueError("Invalid fused: True with foreach=True (pick one fast path, as in torch)")
+    if group.get("fused") and group.get("telemetry"):
+        raise ValueError(
+            "Invalid fused: True with telemetry=True (telemetry records on the reference path)"
+        )
     if group.get("nesterov"):
         momentum = _number("momentum", group.get("momentum", 0.0))
         dampening = _number("dampening", group.get("dampening", 0.0))
