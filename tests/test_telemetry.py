@@ -324,3 +324,41 @@ def test_low_precision_weights_record_in_float32():
     assert got["weight_norm/w"] == 5.0 and got["grad_norm/w"] == 1.0
     assert got["trust_ratio/w"] == pytest.approx(0.5, rel=1e-6)
     assert got["update_norm/w"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_plot_telemetry_heatmap_and_first_steps_panel():
+    pytest.importorskip("matplotlib", reason="plots need the 'lab' extra")
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    named = make_params()
+    params = [p for _, p in named]
+    opt = rangerlab.LAMB(named, lr=0.01, telemetry=True)
+    records = []
+    for t in range(1, 5):
+        for p, grad in zip(params, grads(t, params)):
+            p.grad = grad
+        opt.step()
+        records.append({"step": t, **opt.telemetry()})
+    fig = rangerlab.plot_telemetry(records, "trust_ratio", first_steps=3)
+    heat, side = fig.axes[0], fig.axes[1]
+    want = [[math.log10(r[f"trust_ratio/{n}"]) for r in records] for n in NAMES]
+    np.testing.assert_allclose(heat.collections[0].get_array().reshape(3, 4), want, rtol=1e-6)
+    assert len(fig.axes) == 3  # heatmap, adaptive-lr panel, colour bar
+    assert [t.get_text() for t in heat.get_yticklabels()] == NAMES
+    assert (
+        len(side.lines) == 3
+        and side.lines[0].get_ydata()[0] == records[0]["adaptive_lr_cv/fc.weight"]
+    )
+    with pytest.raises(ValueError, match="rectifier"):
+        rangerlab.plot_telemetry(records, "rectifier")
+
+
+def test_the_package_imports_without_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['matplotlib'] = None; import rangerlab; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -8,6 +8,7 @@ from . import amp, schedules, telemetry, transforms
 from .factory import create_optimizer, list_optimizers, param_groups
 from .lr_find import LRFindResult, lr_find
 from .optim import LAMB, LARS, SGD, Adam, Chain, Lookahead, RAdam, Ranger, RangerLARS
+from .plot import plot_telemetry
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ __all__ = [
     "list_optimizers",
     "lr_find",
     "param_groups",
+    "plot_telemetry",
     "schedules",
     "telemetry",
     "transforms",

@@ -60,6 +60,7 @@ class LRFindResult:
         low, high = min(self.smoothed), self.smoothed[0]
         ax.set_ylim(low - 0.1 * (high - low + 1e-12), high + 0.6 * (high - low + 1e-12))
         ax.legend(fontsize=8)
+        ax.figure.tight_layout()
         return ax.figure
 
 
