@@ -126,7 +126,7 @@ def expected(kind, group, w0, g, state, slow0, t):
         if kind.get("trust") == "lamb":
             u = direction + wd * w
             out[f"trust_ratio/{name}"] = min(norm(w), group["max_weight_norm"]) / norm(u)
-    out.update({"lr/group0": lr, "skipped": 0.0, "steps": 1.0})
+    out.update({"lr/group0": lr, "skipped": 0.0, "steps": 1.0, "recorded_steps": 1.0})
     return out
 
 
@@ -219,6 +219,48 @@ def test_fused_path_with_telemetry_takes_the_reference_path(monkeypatch):
         rangerlab.Adam(params, telemetry="yes")
 
 
+def test_sampling_every_nth_step_runs_the_fused_path_in_between(monkeypatch):
+    from rangerlab import fused
+
+    real, picked = fused.select, []
+    monkeypatch.setattr(fused, "select", lambda *a: picked.append(real(*a)) or picked[-1])
+    cls, kwargs, kind = PRESETS["ranger"]
+    runs = {}
+    for every in (False, 3):
+        named = make_params()
+        params = [p for _, p in named]
+        opt = cls(named, telemetry=every, **kwargs)
+        picked.clear()
+        records = []
+        for t in range(1, STEPS + 1):
+            w0 = [p.detach().clone() for p in params]
+            slow0 = [opt.state[p].get("slow_param", w).clone() for p, w in zip(params, w0)]
+            g = grads(t, params)
+            for p, grad in zip(params, g):
+                p.grad = grad.clone()
+            opt.step()
+            got = opt.telemetry()
+            records.append(got)
+            if every and t % every == 0:
+                states = [opt.state[p] for p in params]
+                assert_matches(got, expected(kind, opt.param_groups[0], w0, g, states, slow0, t))
+            elif every:
+                assert got == {
+                    "skipped": 0.0,
+                    "lr/group0": 0.01,
+                    "steps": 1.0,
+                    "recorded_steps": 0.0,
+                }
+        runs[every] = params
+        fused_steps = [i + 1 for i, k in enumerate(picked) if k is not None]
+        if fused.available():
+            assert fused_steps == ([1, 2, 4, 5, 7, 8] if every else list(range(1, STEPS + 1)))
+    for a, b in zip(runs[False], runs[3]):  # the two paths agree to rounding
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="Invalid telemetry"):
+        rangerlab.Adam(params, telemetry=-2)
+
+
 def test_interval_mean_and_peek():
     named = make_params()
     params = [p for _, p in named]
@@ -234,7 +276,7 @@ def test_interval_mean_and_peek():
     got = opt.telemetry()
     assert got["grad_norm/fc.weight"] == pytest.approx(sum(norms) / 2, rel=1e-12)
     assert got["steps"] == 2.0
-    assert opt.telemetry() == {"steps": 0.0}
+    assert opt.telemetry() == {"steps": 0.0, "recorded_steps": 0.0}
 
 
 def test_names_from_factory_named_parameters_and_fallback():
@@ -269,7 +311,8 @@ def test_skipped_steps_and_lr_per_group():
     with pytest.warns(RuntimeWarning):
         opt.step()
     got = opt.telemetry()
-    assert got == {"skipped": 1.0, "lr/group0": 0.1, "lr/group1": 0.5, "steps": 1.0}
+    counts = {"steps": 1.0, "recorded_steps": 1.0}
+    assert got == {"skipped": 1.0, "lr/group0": 0.1, "lr/group1": 0.5, **counts}
     p.grad = torch.ones(3)
     opt.step()
     assert opt.telemetry()["skipped"] == 0.0
@@ -287,7 +330,7 @@ def test_lookahead_wrapper_around_a_foreign_optimizer():
             p.grad = grad
         opt.step()
         got = opt.telemetry()
-        want = {"lr/group0": 0.1, "skipped": 0.0, "steps": 1.0}
+        want = {"lr/group0": 0.1, "skipped": 0.0, "steps": 1.0, "recorded_steps": 1.0}
         for name, p, w, slow in zip(NAMES, params, w0, slow0):
             fast = p.detach()
             if t % 2 == 0:

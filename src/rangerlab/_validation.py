@@ -90,6 +90,11 @@ def _optional_flag(name: str) -> Callable[[Any], None]:
     return check
 
 
+def _telemetry(value: Any) -> None:
+    if not isinstance(value, (bool, int)) or value < 0:
+        raise ValueError(f"Invalid telemetry: {value!r} (expected True, False or a positive int)")
+
+
 RULES: dict[str, Callable[[Any], None]] = {
     "lr": _non_negative("lr"),
     "betas": _betas,
@@ -110,7 +115,7 @@ RULES: dict[str, Callable[[Any], None]] = {
     "skip_nonfinite": _flag("skip_nonfinite"),
     "foreach": _optional_flag("foreach"),
     "fused": _optional_flag("fused"),
-    "telemetry": _flag("telemetry"),
+    "telemetry": _telemetry,
 }
 
 

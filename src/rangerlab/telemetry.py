@@ -25,16 +25,24 @@ Quantities (all in the weights' working precision, float32 for bf16/fp16 weights
 ``lr/group<i>``              the learning rate of param group ``i`` at the step
 ``skipped``                  1 for a step skipped for non-finite gradients, else 0
 ``steps``                    optimizer steps in the interval (a count, not a mean)
+``recorded_steps``           of those, the steps that recorded per-layer values (``telemetry=N``)
 ============================ ================================================================
 
 Names: a group built from ``model.named_parameters()`` (torch keeps them as ``param_names``) or
 by :func:`rangerlab.create_optimizer` from a module names its tensors; :func:`name_parameters`
 names any other optimizer's; otherwise a tensor is ``group<i>.param<j>``.
 
+Sampling: ``telemetry=N`` (a positive int) records the per-layer quantities on every ``N``-th
+optimizer step only (``skipped``, ``lr`` and ``steps`` still count every step); ``True`` is every
+step. The means are then over the sampled steps of the interval.
+
 Cost: off (the default), the step does no extra work at all: the probes below are not in the chain
-and no transform records. On, every step takes the reference path (the fused kernels do not
-compute these reductions) and adds a few norm reductions per tensor; ``python -m rangerlab.bench``
-shows both step times side by side. Values stay on the device as tensors until they are read.
+and no transform records. On a recorded step the step takes the reference path (the fused kernels
+do not compute these reductions) and adds a few norm reductions per tensor, several times the
+fused step's time on CPU; the other steps of ``telemetry=N`` run as with telemetry off, so the
+overhead is divided by ``N``. ``python -m rangerlab.bench`` shows the step times side by side.
+The two paths agree to rounding, not bit for bit, so sampling changes a trajectory at that level.
+Values stay on the device as tensors until they are read.
 """
 
 from __future__ import annotations
@@ -60,7 +68,9 @@ class Recorder:
         self._pending: list[tuple[str, tuple[str, ...], Tensor]] = []
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
-        self.steps = 0
+        self.steps = 0  # optimizer steps in the interval
+        self.seen = 0  # optimizer steps since the recorder was made: decides the sampled steps
+        self.recorded = 0  # steps in the interval that recorded per-layer values
 
     def add(self, quantity: str, names: Sequence[str], values: Sequence[Tensor] | Tensor) -> None:
         """Record one value per named tensor; ``values`` are 0-d tensors (kept on the device)."""
@@ -87,10 +97,11 @@ class Recorder:
         self._fold()
         out = {key: total / self._counts[key] for key, total in self._sums.items()}
         out["steps"] = float(self.steps)
+        out["recorded_steps"] = float(self.recorded)
         if reset:
             self._sums.clear()
             self._counts.clear()
-            self.steps = 0
+            self.steps = self.recorded = 0
         return out
 
 
@@ -104,7 +115,7 @@ def recorder(optimizer: torch.optim.Optimizer) -> Recorder:
 
 
 def read(optimizer: torch.optim.Optimizer, reset: bool = True) -> dict[str, float]:
-    """What ``optimizer.telemetry(reset)`` returns; an empty interval gives ``{"steps": 0.0}``."""
+    """What ``optimizer.telemetry(reset)`` returns (an empty interval: only the two counts)."""
     return recorder(optimizer).read(reset)
 
 
@@ -139,6 +150,20 @@ def enabled(optimizer: torch.optim.Optimizer) -> bool:
     return any(group.get("telemetry") for group in optimizer.param_groups)
 
 
+def due(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> bool:
+    """True when ``group`` records per-layer values in this step: its ``telemetry`` is True, or
+    an int ``N`` and this is the optimizer's ``N``-th, ``2N``-th, ... step."""
+    every = group.get("telemetry")
+    if not every:
+        return False
+    return every is True or recorder(optimizer).seen % every == 0
+
+
+def tick(optimizer: torch.optim.Optimizer) -> None:
+    """Count an optimizer step (call before the step's recording decisions)."""
+    recorder(optimizer).seen += 1
+
+
 def record_step(optimizer: torch.optim.Optimizer, skipped: bool) -> None:
     """Per optimizer step: count it, note whether it was skipped, and each group's lr."""
     rec = recorder(optimizer)
@@ -147,6 +172,8 @@ def record_step(optimizer: torch.optim.Optimizer, skipped: bool) -> None:
     for i, group in enumerate(optimizer.param_groups):
         if group.get("telemetry"):
             rec.scalar(f"lr/group{i}", float(group["lr"]))
+    if any(due(optimizer, group) for group in optimizer.param_groups):
+        rec.recorded += 1
 
 
 class BucketProbe:
@@ -187,7 +214,7 @@ class ForeignStep:
         self.tensors: list[tuple[str, Tensor, Tensor]] = []
         with torch.no_grad():
             for i, group in enumerate(optimizer.param_groups):
-                if group.get("telemetry"):
+                if due(optimizer, group):
                     for name, p in zip(param_names(optimizer, i), group["params"], strict=True):
                         if p.grad is not None:
                             self.tensors.append((name, p, p.detach().clone()))

@@ -64,6 +64,6 @@ class Adam(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
-        telemetry: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, adam_chain, **settings(locals()))

@@ -132,7 +132,7 @@ class Chain(Optimizer):
         else:
             transforms = tuple(self._transforms(group))
             _check_transforms(transforms)
-        if group.get("telemetry"):  # telemetry hook: recording links around the chain
+        if telemetry.due(self, group):  # telemetry hook: recording links around the chain
             return telemetry.probed(self, group, transforms)
         return transforms
 
@@ -161,6 +161,7 @@ class Chain(Optimizer):
             work.append((group, params))
         self.last_step_skipped = self._has_nonfinite(work)
         if telemetry.enabled(self):  # telemetry hook: per-step values
+            telemetry.tick(self)
             telemetry.record_step(self, self.last_step_skipped)
         if self.last_step_skipped:
             self._skip()

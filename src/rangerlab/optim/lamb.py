@@ -64,6 +64,6 @@ class LAMB(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
-        telemetry: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, lamb_chain, **settings(locals()), trust_ratio=True)

@@ -71,6 +71,6 @@ class LARS(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
-        telemetry: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, lars_chain, **settings(locals()), trust_ratio=True)

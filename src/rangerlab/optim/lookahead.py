@@ -42,7 +42,8 @@ class Lookahead(Optimizer):
         alpha: slow step size, in (0, 1].
         telemetry: record ``||fast - slow||`` at each sync, and turn on the wrapped rangerlab
             optimizer's telemetry (for another optimizer: ``||w||``, ``||g||`` and the step's
-            ``||Δw||``, measured around its step); read with :meth:`telemetry`.
+            ``||Δw||``, measured around its step); read with :meth:`telemetry`. An int ``N``
+            records on every ``N``-th step (see :mod:`rangerlab.telemetry`).
 
     Example (the paper's path on f(x) = x with SGD(lr=1), k=3, alpha=0.5, from x=3):
         x: 3 -> 2 -> 1 -> 0, sync to 1.5 -> 0.5 -> -0.5 -> -1.5, sync to 0.
@@ -53,7 +54,7 @@ class Lookahead(Optimizer):
     """
 
     def __init__(
-        self, optimizer: Optimizer, k: int = 6, alpha: float = 0.5, *, telemetry: bool = False
+        self, optimizer: Optimizer, k: int = 6, alpha: float = 0.5, *, telemetry: bool | int = False
     ):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
@@ -70,9 +71,9 @@ class Lookahead(Optimizer):
         defaults = {"k": k, "alpha": alpha}
         if telemetry:  # telemetry hook: the shared groups turn it on in the wrapped optimizer too
             for group in optimizer.param_groups:
-                check_group({**group, "telemetry": True})
-                group["telemetry"] = True
-            defaults["telemetry"] = True
+                check_group({**group, "telemetry": telemetry})
+                group["telemetry"] = telemetry
+            defaults["telemetry"] = telemetry
         super().__init__(list(optimizer.param_groups), defaults)
         self._initialized = True
 
@@ -112,6 +113,7 @@ class Lookahead(Optimizer):
             snapshots = [p.detach().to(_state.state_dtype(p), copy=True) for p in fresh]
         measure = None
         if telemetry.enabled(self) and not isinstance(self.optimizer, Chain):  # telemetry hook
+            telemetry.tick(self)
             measure = telemetry.ForeignStep(self)
         loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
         if measure is not None:
@@ -131,7 +133,8 @@ class Lookahead(Optimizer):
             p for p in group["params"] if p.grad is not None and SLOW in self.state.get(p, {})
         ]
         names = {}
-        if group.get("telemetry"):  # telemetry hook
+        counter = self.optimizer if isinstance(self.optimizer, Chain) else self
+        if telemetry.due(counter, group):  # telemetry hook
             index = next(i for i, g in enumerate(self.param_groups) if g is group)
             names = dict(zip(map(id, group["params"]), telemetry.param_names(self, index)))
         for bucket in _buckets(params):

@@ -67,6 +67,6 @@ class RAdam(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
-        telemetry: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, radam_chain, **settings(locals()))

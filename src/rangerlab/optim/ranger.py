@@ -75,7 +75,7 @@ class Ranger(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
-        telemetry: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, ranger_chain, **settings(locals()))
 
@@ -130,6 +130,6 @@ class RangerLARS(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
-        telemetry: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, ranger_lars_chain, **settings(locals()), trust_ratio=True)

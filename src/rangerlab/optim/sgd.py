@@ -59,6 +59,6 @@ class SGD(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
-        telemetry: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, sgd_chain, **settings(locals()))
