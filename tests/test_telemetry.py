@@ -405,3 +405,20 @@ def test_the_package_imports_without_matplotlib():
     code = "import sys; sys.modules['matplotlib'] = None; import rangerlab; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_grad_scaler_steps_record_unscaled_gradients_and_skips():
+    model = torch.nn.Linear(3, 2)
+    opt = rangerlab.LARS(model.named_parameters(), lr=0.1, telemetry=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    x = torch.randn(4, 3)
+    loss = model(x).square().mean()
+    (plain,) = torch.autograd.grad(loss, model.weight, retain_graph=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    got = opt.telemetry()
+    assert got["grad_norm/weight"] == pytest.approx(norm(plain), rel=1e-6)
+    model.weight.grad = torch.full_like(model.weight, math.inf)  # GradScaler skips this step
+    scaler.step(opt)
+    assert opt.telemetry()["steps"] == 0.0  # a step torch skips is not a step

@@ -38,9 +38,17 @@ def adaptive_stats(steps: Iterable[Tensor]) -> tuple[list[Tensor], list[Tensor]]
     return means, cvs
 
 
-def record_adaptive_lr(ctx: Context, denoms: list[Tensor], index: list[int] | None = None) -> None:
-    """Telemetry: mean and variation of the adaptive step ``1/denom`` (see rangerlab.telemetry)."""
+def record_adaptive_lr(
+    ctx: Context,
+    denoms: list[Tensor],
+    index: list[int] | None = None,
+    scales: list[float] | None = None,
+) -> None:
+    """Telemetry: mean and variation of the adaptive step ``scale/denom`` (see
+    rangerlab.telemetry). The variation does not depend on the scale, so only means are scaled."""
     means, cvs = adaptive_stats(d.reciprocal() for d in denoms)
+    if scales is not None:
+        means = [m * s for m, s in zip(means, scales)]
     ctx.telemetry.add("adaptive_lr_mean", means, index)
     ctx.telemetry.add("adaptive_lr_cv", cvs, index)
 

@@ -70,9 +70,9 @@ class ScaleByRAdam(AdamMoments):
             denom = ops.sqrt([exp_avg_sq[i] for i in adaptive])
             ops.add_scalar_(denom, ctx.group["eps"])
             if ctx.telemetry is not None:
+                # the step applied is sqrt(1-b2^t)/(sqrt(v)+eps)
                 corrections = [math.sqrt(1.0 - beta2 ** ctx.steps[i]) for i in adaptive]
-                # the step applied is sqrt(1-b2^t)/(sqrt(v)+eps): pass its denominators
-                record_adaptive_lr(ctx, [d / c for d, c in zip(denom, corrections)], adaptive)
+                record_adaptive_lr(ctx, denom, adaptive, corrections)
             ops.div_([updates[i] for i in adaptive], denom)
         return updates
 
