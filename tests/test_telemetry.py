@@ -136,6 +136,17 @@ def assert_matches(got, want):
         assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
+def step_and_read(opt, params, t):
+    """One step with step ``t``'s gradients; returns the telemetry and what it is checked with."""
+    w0 = [p.detach().clone() for p in params]
+    slow0 = [opt.state[p].get("slow_param", w).clone() for p, w in zip(params, w0)]
+    g = grads(t, params)
+    for p, grad in zip(params, g):
+        p.grad = grad.clone()
+    opt.step()
+    return opt.telemetry(), (w0, g, [opt.state[p] for p in params], slow0, t)
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_value_matches_a_direct_computation(name):
     cls, kwargs, kind = PRESETS[name]
@@ -145,16 +156,10 @@ def test_every_value_matches_a_direct_computation(name):
     group = opt.param_groups[0]
     seen = set()
     for t in range(1, STEPS + 1):
-        w0 = [p.detach().clone() for p in params]
-        slow0 = [opt.state[p].get("slow_param", w).clone() for p, w in zip(params, w0)]
-        g = grads(t, params)
-        for p, grad in zip(params, g):
-            p.grad = grad.clone()
-        opt.step()
-        got = opt.telemetry()
-        assert_matches(got, expected(kind, group, w0, g, [opt.state[p] for p in params], slow0, t))
+        got, checked = step_and_read(opt, params, t)
+        assert_matches(got, expected(kind, group, *checked))
         seen |= {key.split("/")[0] for key in got}
-        for p, grad in zip(params, g):
+        for p, grad in zip(params, checked[1]):
             assert torch.equal(p.grad, grad)  # the user's gradients are left alone
     if kind.get("adam") == "radam":
         assert "rectifier" in seen  # both phases of RAdam were checked
@@ -231,19 +236,10 @@ def test_sampling_every_nth_step_runs_the_fused_path_in_between(monkeypatch):
         params = [p for _, p in named]
         opt = cls(named, telemetry=every, **kwargs)
         picked.clear()
-        records = []
         for t in range(1, STEPS + 1):
-            w0 = [p.detach().clone() for p in params]
-            slow0 = [opt.state[p].get("slow_param", w).clone() for p, w in zip(params, w0)]
-            g = grads(t, params)
-            for p, grad in zip(params, g):
-                p.grad = grad.clone()
-            opt.step()
-            got = opt.telemetry()
-            records.append(got)
+            got, checked = step_and_read(opt, params, t)
             if every and t % every == 0:
-                states = [opt.state[p] for p in params]
-                assert_matches(got, expected(kind, opt.param_groups[0], w0, g, states, slow0, t))
+                assert_matches(got, expected(kind, opt.param_groups[0], *checked))
             elif every:
                 assert got == {
                     "skipped": 0.0,

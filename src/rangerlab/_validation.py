@@ -129,7 +129,7 @@ def check_group(group: Mapping[str, Any]) -> None:
         raise ValueError("Invalid fused: True with foreach=True (pick one fast path, as in torch)")
     if group.get("fused") and group.get("telemetry"):
         raise ValueError(
-            "Invalid fused: True with telemetry=True (telemetry records on the reference path)"
+            "Invalid fused: True with telemetry on (telemetry records on the reference path)"
         )
     if group.get("nesterov"):
         momentum = _number("momentum", group.get("momentum", 0.0))
