@@ -116,3 +116,43 @@ def test_every_n_steps_is_validated():
 
     with pytest.raises(ValueError, match="every_n_steps"):
         check_every(0)
+
+
+def test_lightning_callback_scopes_several_optimizers():
+    pytest.importorskip("lightning", reason="install the 'integrations' extra")
+    from types import SimpleNamespace
+
+    from rangerlab.loggers.lightning import TelemetryCallback
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    opts = [rangerlab.Adam(m.parameters(), telemetry=True) for m in model]
+    logged = []
+    logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.append((step, metrics)))
+    trainer = SimpleNamespace(global_step=0, optimizers=opts, loggers=[logger])
+    callback = TelemetryCallback(every_n_steps=1)
+    callback.on_train_start(trainer, model)
+    model(torch.randn(4, 3)).sum().backward()
+    for opt in opts:
+        opt.step()
+    trainer.global_step = 1
+    callback.on_train_batch_end(trainer, model, None, None, 0)
+    callback.on_train_batch_end(trainer, model, None, None, 1)  # same step: logged once
+    assert len(logged) == 1 and logged[0][0] == 1
+    assert {"rangerlab/opt0/grad_norm/0.weight", "rangerlab/opt1/grad_norm/1.bias"} <= set(
+        logged[0][1]
+    )
+    assert "opt1/weight_norm/1.weight" in callback.records[0]
+
+
+def test_lookahead_wrapper_samples_every_nth_step():
+    model = nn.Linear(3, 2)
+    for inner in (torch.optim.SGD(model.parameters(), lr=0.1), rangerlab.Adam(model.parameters())):
+        opt = rangerlab.Lookahead(inner, k=1, telemetry=2)
+        got = []
+        for _ in range(4):
+            model(torch.randn(4, 3)).sum().backward()
+            opt.step()
+            got.append(opt.telemetry())
+        assert ["lookahead_distance/group0.param0" in g for g in got] == [False, True] * 2
+        assert [g["recorded_steps"] for g in got] == [0.0, 1.0] * 2
+        assert all("weight_norm/group0.param0" in g for g in got[1::2])
