@@ -4,9 +4,11 @@ SGD, Adam/AdamW, RAdam, LARS/LARC, Ranger, Ranger-LARS and a Lookahead wrapper f
 all ``torch.optim.Optimizer`` subclasses built from the transforms in :mod:`rangerlab.transforms`.
 """
 
-from . import amp, schedules, transforms
+from . import amp, schedules, telemetry, transforms
 from .factory import create_optimizer, list_optimizers, param_groups
+from .lr_find import LRFindResult, lr_find
 from .optim import LAMB, LARS, SGD, Adam, Chain, Lookahead, RAdam, Ranger, RangerLARS
+from .plot import plot_telemetry
 
 __version__ = "0.1.0"
 
@@ -16,6 +18,7 @@ __all__ = [
     "LARS",
     "Adam",
     "Chain",
+    "LRFindResult",
     "Lookahead",
     "RAdam",
     "Ranger",
@@ -23,7 +26,10 @@ __all__ = [
     "amp",
     "create_optimizer",
     "list_optimizers",
+    "lr_find",
     "param_groups",
+    "plot_telemetry",
     "schedules",
+    "telemetry",
     "transforms",
 ]

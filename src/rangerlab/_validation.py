@@ -90,6 +90,11 @@ def _optional_flag(name: str) -> Callable[[Any], None]:
     return check
 
 
+def _telemetry(value: Any) -> None:
+    if not isinstance(value, (bool, int)) or value < 0:
+        raise ValueError(f"Invalid telemetry: {value!r} (expected True, False or a positive int)")
+
+
 RULES: dict[str, Callable[[Any], None]] = {
     "lr": _non_negative("lr"),
     "betas": _betas,
@@ -110,6 +115,7 @@ RULES: dict[str, Callable[[Any], None]] = {
     "skip_nonfinite": _flag("skip_nonfinite"),
     "foreach": _optional_flag("foreach"),
     "fused": _optional_flag("fused"),
+    "telemetry": _telemetry,
 }
 
 
@@ -143,6 +149,10 @@ def check_group(group: Mapping[str, Any]) -> None:
             rule(value)
     if group.get("fused") and group.get("foreach"):
         raise ValueError("Invalid fused: True with foreach=True (pick one fast path, as in torch)")
+    if group.get("fused") and group.get("telemetry"):
+        raise ValueError(
+            "Invalid fused: True with telemetry on (telemetry records on the reference path)"
+        )
     if group.get("nesterov"):
         momentum = _number("momentum", group.get("momentum", 0.0))
         dampening = _number("dampening", group.get("dampening", 0.0))

@@ -113,6 +113,27 @@ def ours() -> list[Case]:
             ADAM_BYTES + LOOKAHEAD_BYTES,
             slow=True,
         ),
+        # telemetry: every step (the reference path plus the recording), and one step in each
+        # block of 6 (telemetry=6: the others run fused), to set beside the rows above
+        *(
+            Case(
+                f"rangerlab.{label} (telemetry={every})",
+                lambda ps, m=make, e=every: m(ps, e),
+                reference,
+                nbytes,
+                slow=True,
+            )
+            for label, make, reference, nbytes in (
+                (
+                    "Ranger",
+                    lambda ps, e: rangerlab.Ranger(ps, telemetry=e),
+                    "adam",
+                    ADAM_BYTES + la,
+                ),
+                ("LARS", lambda ps, e: rangerlab.LARS(ps, lr=0.1, telemetry=e), "sgd", SGD_BYTES),
+            )
+            for every in (True, BLOCK)
+        ),
         Case(
             "torch.optim.RAdam (foreach)",
             lambda ps: torch.optim.RAdam(ps, foreach=True),

@@ -225,5 +225,8 @@ def create_optimizer(
         params = param_groups(
             model_or_params, kwargs.get("weight_decay", default), layer_wise=info.layer_wise
         )
+        # Named tensors, so the groups carry torch's ``param_names`` (telemetry reads them).
+        names = {id(p): name for name, p in model_or_params.named_parameters()}
+        params = [{**g, "params": [(names[id(p)], p) for p in g["params"]]} for g in params]
     optimizer = info.cls(params, **kwargs)
     return Lookahead(optimizer, **wrapper) if lookahead else optimizer

@@ -35,7 +35,8 @@ class Adam(Chain):
         weight_decay: ``lambda``.
         decoupled_weight_decay: AdamW's decay instead of L2.
         gc: Gradient Centralization.
-        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+        foreach, fused, master_weights, skip_nonfinite, telemetry: see
+            :class:`rangerlab.Chain`.
 
     Example:
         >>> import torch
@@ -63,5 +64,6 @@ class Adam(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, adam_chain, **settings(locals()))

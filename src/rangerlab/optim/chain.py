@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .. import fused
+from .. import fused, telemetry
 from .._ops import foreach_supported, pick_ops
 from .._validation import check_group, unique_params
 from .._warnings import warn
@@ -26,6 +26,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "fused": None,
     "master_weights": False,
     "skip_nonfinite": False,
+    "telemetry": False,
 }
 
 
@@ -68,7 +69,7 @@ class Chain(Optimizer):
             per group).
         **hyperparameters: group defaults. For a sequence, the keys its transforms declare
             (their declared defaults fill the rest) plus ``lr`` (default 1e-3), ``foreach``,
-            ``fused``, ``master_weights`` and ``skip_nonfinite``.
+            ``fused``, ``master_weights``, ``skip_nonfinite`` and ``telemetry``.
 
     Low-precision weights: bf16/fp16 parameters are updated in float32 (state in float32) and
     rounded once per step; with ``master_weights=True`` a float32 copy is kept in the state
@@ -146,10 +147,20 @@ class Chain(Optimizer):
     def chain_for(self, group: dict[str, Any]) -> Sequence[Transform]:
         """The transforms that update ``group``."""
         if isinstance(self._transforms, tuple):
-            return self._transforms
-        transforms = tuple(self._transforms(group))
-        _check_transforms(transforms)
+            transforms = self._transforms
+        else:
+            transforms = tuple(self._transforms(group))
+            _check_transforms(transforms)
+        if telemetry.due(self, group):  # telemetry hook: recording links around the chain
+            return telemetry.probed(self, group, transforms)
         return transforms
+
+    def telemetry(self, reset: bool = True) -> dict[str, float]:
+        """Per-layer telemetry since the last read, as ``{"quantity/name": mean}``.
+
+        See :mod:`rangerlab.telemetry` for the quantities; ``reset=False`` keeps the interval open.
+        """
+        return telemetry.read(self, reset)
 
     # -- the step -------------------------------------------------------------------------------
 
@@ -173,6 +184,9 @@ class Chain(Optimizer):
             self.last_step_skipped = False
             return loss
         self.last_step_skipped = self._has_nonfinite(work)
+        if telemetry.enabled(self):  # telemetry hook: per-step values
+            telemetry.tick(self)
+            telemetry.record_step(self, self.last_step_skipped)
         if self.last_step_skipped:
             self._skip()
             return loss

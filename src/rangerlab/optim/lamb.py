@@ -34,7 +34,8 @@ class LAMB(Chain):
         weight_decay: ``lambda``, added to the direction before the trust ratio.
         max_weight_norm: cap on ``||w||`` in the ratio (None: no cap).
         gc: Gradient Centralization of the raw gradient.
-        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+        foreach, fused, master_weights, skip_nonfinite, telemetry: see
+            :class:`rangerlab.Chain`.
 
     Examples:
         >>> import torch
@@ -63,5 +64,6 @@ class LAMB(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, lamb_chain, **settings(locals()), trust_ratio=True)

@@ -39,7 +39,8 @@ class LARS(Chain):
         eps: added to the trust ratio's denominator.
         clip: LARC clipping.
         gc: Gradient Centralization (``g`` is the centralized gradient).
-        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+        foreach, fused, master_weights, skip_nonfinite, telemetry: see
+            :class:`rangerlab.Chain`.
 
     Example:
         >>> import torch
@@ -71,5 +72,6 @@ class LARS(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, lars_chain, **settings(locals()), trust_ratio=True)

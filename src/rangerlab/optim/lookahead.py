@@ -10,12 +10,13 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .. import telemetry
 from .._ops import pick_ops
 from .._validation import check_group, unique_params
-from ..transforms.lookahead import COUNTER, LookaheadTransform, sync_, sync_due
+from ..transforms.lookahead import COUNTER, LookaheadTransform, distances, sync_, sync_due
 from . import _state
 from ._inner import step_inner
-from .chain import _buckets
+from .chain import Chain, _buckets
 
 SLOW = "slow_param"
 #: The chain's Lookahead link keeps the counter here too, so both count steps the same way.
@@ -47,6 +48,10 @@ class Lookahead(Optimizer):
         optimizer: the optimizer to wrap.
         k: synchronisation period (a positive int).
         alpha: slow step size, in (0, 1].
+        telemetry: record ``||fast - slow||`` at each sync, and turn on the wrapped rangerlab
+            optimizer's telemetry (for another optimizer: ``||w||``, ``||g||`` and the step's
+            ``||Δw||``, measured around its step); read with :meth:`telemetry`. An int ``N``
+            records on every ``N``-th step (see :mod:`rangerlab.telemetry`).
 
     Example (the paper's path on f(x) = x with SGD(lr=1), k=3, alpha=0.5, from x=3):
         x: 3 -> 2 -> 1 -> 0, sync to 1.5 -> 0.5 -> -0.5 -> -1.5, sync to 0.
@@ -56,7 +61,9 @@ class Lookahead(Optimizer):
         NeurIPS 2019. arXiv:1907.08610.
     """
 
-    def __init__(self, optimizer: Optimizer, k: int = 6, alpha: float = 0.5):
+    def __init__(
+        self, optimizer: Optimizer, k: int = 6, alpha: float = 0.5, *, telemetry: bool | int = False
+    ):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
                 f"Lookahead wraps a torch.optim.Optimizer, got {type(optimizer).__name__}"
@@ -66,13 +73,19 @@ class Lookahead(Optimizer):
                 f"{type(optimizer).__name__} already applies Lookahead (its param groups carry "
                 f"{COUNTER!r}); wrapping it again would share its counter and slow weights"
             )
-        check_group({"k": k, "alpha": alpha})
+        check_group({"k": k, "alpha": alpha, "telemetry": telemetry})
         self.optimizer = optimizer
         #: True when the last ``step()`` changed nothing because the wrapped optimizer skipped it
         #: (``skip_nonfinite=True`` inside, or inf/NaN found under a forwarded GradScaler).
         self.last_step_skipped = False
         self._initialized = False
-        super().__init__(list(optimizer.param_groups), {"k": k, "alpha": alpha})
+        defaults = {"k": k, "alpha": alpha}
+        if telemetry:  # telemetry hook: the shared groups turn it on in the wrapped optimizer too
+            for group in optimizer.param_groups:
+                check_group({**group, "telemetry": telemetry})
+                group["telemetry"] = telemetry
+            defaults["telemetry"] = telemetry
+        super().__init__(list(optimizer.param_groups), defaults)
         self._initialized = True
 
     # The wrapped optimizer's groups *are* this optimizer's groups.
@@ -113,7 +126,13 @@ class Lookahead(Optimizer):
         ]
         with torch.no_grad():
             snapshots = [p.detach().to(_state.state_dtype(p), copy=True) for p in fresh]
+        measure = None
+        if telemetry.enabled(self) and not isinstance(self.optimizer, Chain):  # telemetry hook
+            telemetry.tick(self)
+            measure = telemetry.ForeignStep(self)
         loss, self.last_step_skipped = self._step_inner(closure)
+        if measure is not None:
+            measure.finish(self.last_step_skipped)
         if self.last_step_skipped:
             return loss  # the wrapped optimizer changed nothing, so neither does Lookahead
         if not any(p.grad is not None for group in self.param_groups for p in group["params"]):
@@ -155,18 +174,33 @@ class Lookahead(Optimizer):
         params = [
             p for p in group["params"] if p.grad is not None and SLOW in self.state.get(p, {})
         ]
+        names = {}
+        counter = self.optimizer if isinstance(self.optimizer, Chain) else self
+        if telemetry.due(counter, group):  # telemetry hook
+            index = next(i for i, g in enumerate(self.param_groups) if g is group)
+            names = dict(zip(map(id, group["params"]), telemetry.param_names(self, index)))
         for bucket in _buckets(params):
             slow = [self.state[p][SLOW] for p in bucket]
             if bucket[0].is_complex():  # as its view_as_real, like every complex parameter
                 bucket = [torch.view_as_real(p.detach()) for p in bucket]
                 slow = [torch.view_as_real(s) for s in slow]
             ops = pick_ops(group.get("foreach"), bucket)
-            if bucket[0].dtype == slow[0].dtype:
-                sync_(ops, bucket, slow, group["alpha"])
-            else:
-                fast = [p.detach().to(slow[0].dtype) for p in bucket]
-                sync_(ops, fast, slow, group["alpha"])
+            same = bucket[0].dtype == slow[0].dtype
+            fast = bucket if same else [p.detach().to(slow[0].dtype) for p in bucket]
+            if names:
+                telemetry.recorder(self).add(
+                    "lookahead_distance", [names[id(p)] for p in bucket], distances(fast, slow)
+                )
+            sync_(ops, fast, slow, group["alpha"])
+            if not same:
                 ops.copy_(bucket, fast)
+
+    def telemetry(self, reset: bool = True) -> dict[str, float]:
+        """Telemetry since the last read: the sync distances and the wrapped optimizer's."""
+        out = telemetry.read(self, reset)
+        if isinstance(self.optimizer, Chain):
+            out.update(self.optimizer.telemetry(reset))
+        return out
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

@@ -37,7 +37,8 @@ class RAdam(Chain):
         weight_decay: ``lambda``.
         decoupled_weight_decay: decoupled decay (``w <- w - lr*lambda*w``) instead of L2.
         gc: Gradient Centralization.
-        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+        foreach, fused, master_weights, skip_nonfinite, telemetry: see
+            :class:`rangerlab.Chain`.
 
     Example:
         >>> import torch
@@ -66,5 +67,6 @@ class RAdam(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, radam_chain, **settings(locals()))

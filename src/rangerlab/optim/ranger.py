@@ -40,7 +40,8 @@ class Ranger(Chain):
         k: Lookahead's synchronisation period.
         alpha: Lookahead's slow step size.
         gc: Gradient Centralization (on by default, as in Ranger 20.9).
-        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+        foreach, fused, master_weights, skip_nonfinite, telemetry: see
+            :class:`rangerlab.Chain`.
 
     ``with opt.slow_weights(): ...`` evaluates on the slow weights.
 
@@ -74,6 +75,7 @@ class Ranger(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, ranger_chain, **settings(locals()))
 
@@ -96,7 +98,8 @@ class RangerLARS(Chain):
         params: parameters or param groups.
         lr, betas, eps, weight_decay, k, alpha, gc: as :class:`Ranger`.
         max_weight_norm: cap on ``||w||`` in the ratio (None: no cap).
-        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+        foreach, fused, master_weights, skip_nonfinite, telemetry: see
+            :class:`rangerlab.Chain`.
 
     Example:
         >>> import torch
@@ -127,5 +130,6 @@ class RangerLARS(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, ranger_lars_chain, **settings(locals()), trust_ratio=True)

@@ -30,7 +30,8 @@ class SGD(Chain):
         weight_decay: ``lambda`` (L2, added to the gradient).
         nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
         gc: Gradient Centralization.
-        foreach, fused, master_weights, skip_nonfinite: see :class:`rangerlab.Chain`.
+        foreach, fused, master_weights, skip_nonfinite, telemetry: see
+            :class:`rangerlab.Chain`.
 
     Example:
         >>> import torch
@@ -58,5 +59,6 @@ class SGD(Chain):
         fused: bool | None = None,
         master_weights: bool = False,
         skip_nonfinite: bool = False,
+        telemetry: bool | int = False,
     ):
         super().__init__(params, sgd_chain, **settings(locals()))

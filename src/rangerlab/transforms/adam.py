@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -23,6 +23,34 @@ def update_moments(updates: list[Tensor], ctx: Context) -> tuple[list[Tensor], l
     ctx.ops.mul_(exp_avg_sq, beta2)
     ctx.ops.addcmul_(exp_avg_sq, updates, updates, 1.0 - beta2)
     return exp_avg, exp_avg_sq
+
+
+def adaptive_stats(steps: Iterable[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """Mean and coefficient of variation (population std over mean) of each tensor's values."""
+    means, cvs = [], []
+    for a in steps:
+        if a.numel() == 0:
+            mean = std = a.new_zeros(())
+        else:
+            std, mean = torch.std_mean(a, correction=0)
+        means.append(mean)
+        cvs.append(std / mean)
+    return means, cvs
+
+
+def record_adaptive_lr(
+    ctx: Context,
+    denoms: list[Tensor],
+    index: list[int] | None = None,
+    scales: list[float] | None = None,
+) -> None:
+    """Telemetry: mean and variation of the adaptive step ``scale/denom`` (see
+    rangerlab.telemetry). The variation does not depend on the scale, so only means are scaled."""
+    means, cvs = adaptive_stats(d.reciprocal() for d in denoms)
+    if scales is not None:
+        means = [m * s for m, s in zip(means, scales)]
+    ctx.telemetry.add("adaptive_lr_mean", means, index)
+    ctx.telemetry.add("adaptive_lr_cv", cvs, index)
 
 
 class AdamMoments(Transform):
@@ -60,6 +88,8 @@ class ScaleByAdam(AdamMoments):
         denom = ops.sqrt(exp_avg_sq)
         ops.div_(denom, [math.sqrt(1.0 - beta2**t) for t in ctx.steps])
         ops.add_scalar_(denom, ctx.group["eps"])
+        if ctx.telemetry is not None:
+            record_adaptive_lr(ctx, denom)
         ops.copy_(updates, exp_avg)
         ops.div_(updates, [1.0 - beta1**t for t in ctx.steps])
         ops.div_(updates, denom)

@@ -32,6 +32,8 @@ class Context:
         states: one state dict per tensor (``optimizer.state[p]``).
         steps: per-tensor step number, 1 at a tensor's first update (as torch.optim counts).
         ops: the list operations to use (foreach kernels or a per-tensor loop).
+        telemetry: where the transform records its quantities (``telemetry.add(quantity,
+            values)``, see :mod:`rangerlab.telemetry`), or None when telemetry is off.
     """
 
     group: dict[str, Any]
@@ -39,6 +41,7 @@ class Context:
     states: list[dict[str, Any]]
     steps: list[int]
     ops: Ops
+    telemetry: Any = None
 
     def state(self, key: str) -> list[Tensor]:
         """The per-tensor state entry ``key`` as a list."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 
 from .base import Context, Transform
@@ -41,9 +43,18 @@ class Centralize(Transform):
 
     def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
         if ctx.group["gc"]:
-            for u in updates:
+            removed, index = [], []
+            for i, u in enumerate(updates):
                 if u.dim() > 1:
-                    u.sub_(u.mean(dim=tuple(range(1, u.dim())), keepdim=True))
+                    mean = u.mean(dim=tuple(range(1, u.dim())), keepdim=True)
+                    u.sub_(mean)
+                    if ctx.telemetry is not None:  # the norm of the mean broadcast over u
+                        removed.append(
+                            mean.norm() * math.sqrt(u[0].numel()) if u.numel() else u.new_zeros(())
+                        )
+                        index.append(i)
+            if ctx.telemetry is not None:
+                ctx.telemetry.add("gc_removed_norm", removed, index)
         return updates
 
 

@@ -26,6 +26,11 @@ def sync_(ops: Ops, fast: list[Tensor], slow: list[Tensor], alpha: float) -> Non
     ops.copy_(fast, slow)
 
 
+def distances(fast: list[Tensor], slow: list[Tensor]) -> list[Tensor]:
+    """Telemetry: ``||fast - slow||`` per tensor, the distance a sync pulls back."""
+    return [torch.linalg.vector_norm(f - s) for f, s in zip(fast, slow)]
+
+
 def sync_due(group: dict[str, Any]) -> bool:
     """True on the steps where ``group`` synchronises: its counter is a multiple of its ``k``."""
     return group[COUNTER] % group["k"] == 0
@@ -60,7 +65,10 @@ class LookaheadTransform(Transform):
 
     def after_update(self, ctx: Context) -> None:
         if sync_due(ctx.group):
-            sync_(ctx.ops, ctx.params, ctx.state("slow_param"), ctx.group["alpha"])
+            slow = ctx.state("slow_param")
+            if ctx.telemetry is not None:
+                ctx.telemetry.add("lookahead_distance", distances(ctx.params, slow))
+            sync_(ctx.ops, ctx.params, slow, ctx.group["alpha"])
 
 
 def lookahead() -> LookaheadTransform:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
-from .adam import AdamMoments, update_moments
+from .adam import AdamMoments, record_adaptive_lr, update_moments
 from .base import Context
 
 
@@ -22,6 +23,15 @@ def rectification(step: int, beta2: float) -> float | None:
     if rho_t <= 5.0:
         return None
     return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+
+
+def record_rectification(ctx: Context, rects: list[float | None], adaptive: list[int]) -> None:
+    """Telemetry: ``r_t`` on adaptive steps, and whether each tensor's step was adaptive."""
+    flags = torch.tensor([float(r is not None) for r in rects], dtype=torch.float64)
+    ctx.telemetry.add("adaptive", flags)
+    ctx.telemetry.add(
+        "rectifier", torch.tensor([rects[i] for i in adaptive], dtype=torch.float64), adaptive
+    )
 
 
 class ScaleByRAdam(AdamMoments):
@@ -54,9 +64,15 @@ class ScaleByRAdam(AdamMoments):
         ]
         ops.mul_(updates, scale)
         adaptive = [i for i, r in enumerate(rects) if r is not None]
+        if ctx.telemetry is not None:
+            record_rectification(ctx, rects, adaptive)
         if adaptive:
             denom = ops.sqrt([exp_avg_sq[i] for i in adaptive])
             ops.add_scalar_(denom, ctx.group["eps"])
+            if ctx.telemetry is not None:
+                # the step applied is sqrt(1-b2^t)/(sqrt(v)+eps)
+                corrections = [math.sqrt(1.0 - beta2 ** ctx.steps[i]) for i in adaptive]
+                record_adaptive_lr(ctx, denom, adaptive, corrections)
             ops.div_([updates[i] for i in adaptive], denom)
         return updates
 

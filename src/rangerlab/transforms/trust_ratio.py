@@ -66,6 +66,8 @@ class ScaleByLARS(Transform):
                 return torch.where((w_norm > 0) & (g_norm > 0), r, torch.ones_like(r))
 
             trust = per_tensor(ops, ratio, ops.norm(ctx.params), ops.norm(updates))
+            if ctx.telemetry is not None:
+                ctx.telemetry.add("trust_ratio", trust)
         if weight_decay != 0:
             ops.add_(updates, ctx.params, alpha=weight_decay)
         if trust is not None:
@@ -102,7 +104,10 @@ class ScaleByTrustRatio(Transform):
                 (w_norm > 0) & (u_norm > 0), capped / u_norm, torch.ones_like(u_norm)
             )
 
-        ops.mul_(updates, per_tensor(ops, ratio, ops.norm(ctx.params), ops.norm(updates)))
+        trust = per_tensor(ops, ratio, ops.norm(ctx.params), ops.norm(updates))
+        if ctx.telemetry is not None:
+            ctx.telemetry.add("trust_ratio", trust)
+        ops.mul_(updates, trust)
         return updates
 
 

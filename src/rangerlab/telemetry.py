@@ -1,0 +1,295 @@
+"""Per-layer telemetry from inside the optimizer step: ``Ranger(..., telemetry=True)``.
+
+With ``telemetry=True`` on a param group, every step records, per parameter tensor, what the
+step's own algorithm computes (each transform records its own quantities, so nothing is measured
+twice or by a second copy of the maths). Read it with ``opt.telemetry()``: a plain
+``dict[str, float]`` keyed ``"quantity/parameter name"`` (``"trust_ratio/layer1.0.conv1.weight"``),
+each value the mean over the steps recorded since the last read (read every step for per-step
+values; ``reset=False`` peeks without starting a new interval).
+
+Quantities (all in the weights' working precision, float32 for bf16/fp16 weights):
+
+============================ ================================================================
+``weight_norm``              ``||w||`` before the step
+``grad_norm``                ``||g||``, the gradient the step received (after GradScaler's unscale)
+``update_norm``              ``lr ||u||``, the step's ``||Δw||`` (before any Lookahead sync)
+``update_ratio``             ``update_norm / weight_norm`` (inf where ``||w|| = 0``)
+``trust_ratio``              the layer-wise factor applied: LARS ``trust`` (LARC: after clipping),
+                             LAMB / Ranger-LARS ``r``; only in groups whose ``trust_ratio`` is on
+``adaptive_lr_mean``,        mean and coefficient of variation (population std / mean) over the
+``adaptive_lr_cv``           tensor of the adaptive step: Adam ``1/(sqrt(v_hat) + eps)``; RAdam
+                             ``sqrt(1-beta2^t)/(sqrt(v) + eps)``, only on its adaptive steps
+``rectifier``, ``adaptive``  RAdam's ``r_t`` (on adaptive steps) and 1 / 0 for an adaptive step
+``gc_removed_norm``          norm of the mean Gradient Centralization subtracted (dim > 1 only)
+``lookahead_distance``       ``||fast - slow||`` just before each Lookahead sync
+``lr/group<i>``              the learning rate of param group ``i`` at the step
+``skipped``                  1 for a step skipped for non-finite gradients, else 0
+``steps``                    optimizer steps in the interval (a count, not a mean)
+``recorded_steps``           of those, the steps that recorded per-layer values (``telemetry=N``)
+============================ ================================================================
+
+Names: a group built from ``model.named_parameters()`` (torch keeps them as ``param_names``) or
+by :func:`rangerlab.create_optimizer` from a module names its tensors; :func:`name_parameters`
+names any other optimizer's; otherwise a tensor is ``group<i>.param<j>``.
+
+Sampling: ``telemetry=N`` (a positive int) records the per-layer quantities on every ``N``-th
+optimizer step only (``skipped``, ``lr`` and ``steps`` still count every step); ``True`` is every
+step. The means are then over the sampled steps of the interval.
+
+Cost: off (the default), the step does no extra work at all: the probes below are not in the chain
+and no transform records. On a recorded step the step takes the reference path (the fused kernels
+do not compute these reductions) and adds a few norm reductions per tensor, several times the
+fused step's time on CPU; the other steps of ``telemetry=N`` run as with telemetry off, so the
+overhead is divided by ``N``. ``python -m rangerlab.bench`` shows the step times side by side.
+The two paths agree to rounding, not bit for bit, so sampling changes a trajectory at that level.
+Values stay on the device as tensors until they are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._ops import foreach_supported
+from .transforms.base import Context, Transform
+
+#: Pending per-step tensors are turned into Python sums after this many records.
+_FOLD_AFTER = 512
+
+
+class Recorder:
+    """Accumulates one optimizer's telemetry between reads (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.names: dict[int, str] = {}  # id(param) -> name, from name_parameters
+        self._pending: list[tuple[str, tuple[str, ...], Tensor]] = []
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self.steps = 0  # optimizer steps in the interval
+        self.seen = 0  # optimizer steps since the recorder was made: decides the sampled steps
+        self.recorded = 0  # steps in the interval that recorded per-layer values
+
+    def add(self, quantity: str, names: Sequence[str], values: Sequence[Tensor] | Tensor) -> None:
+        """Record one value per named tensor; ``values`` are 0-d tensors (kept on the device)."""
+        if not names:
+            return
+        stacked = values if isinstance(values, Tensor) else torch.stack(list(values))
+        self._pending.append((quantity, tuple(names), stacked.detach().reshape(-1)))
+        if len(self._pending) >= _FOLD_AFTER:
+            self._fold()
+
+    def scalar(self, key: str, value: float) -> None:
+        """Record one Python number under ``key``."""
+        self._sums[key] = self._sums.get(key, 0.0) + float(value)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _fold(self) -> None:
+        for quantity, names, values in self._pending:
+            for name, value in zip(names, values.tolist(), strict=True):
+                self.scalar(f"{quantity}/{name}", value)
+        self._pending.clear()
+
+    def read(self, reset: bool = True) -> dict[str, float]:
+        """The mean of every key over the interval, plus ``steps``; ``reset`` starts a new one."""
+        self._fold()
+        out = {key: total / self._counts[key] for key, total in self._sums.items()}
+        out["steps"] = float(self.steps)
+        out["recorded_steps"] = float(self.recorded)
+        if reset:
+            self._sums.clear()
+            self._counts.clear()
+            self.steps = self.recorded = 0
+        return out
+
+
+def recorder(optimizer: torch.optim.Optimizer) -> Recorder:
+    """The optimizer's :class:`Recorder`, created on first use (kept out of pickles and copies)."""
+    rec = optimizer.__dict__.get("_telemetry_recorder")
+    if rec is None:
+        rec = Recorder()
+        optimizer.__dict__["_telemetry_recorder"] = rec
+    return rec
+
+
+def read(optimizer: torch.optim.Optimizer, reset: bool = True) -> dict[str, float]:
+    """What ``optimizer.telemetry(reset)`` returns (an empty interval: only the two counts)."""
+    return recorder(optimizer).read(reset)
+
+
+def name_parameters(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Name ``optimizer``'s tensors after ``model.named_parameters()`` in its telemetry.
+
+    Groups that carry torch's ``param_names`` keep those. The loggers call this with the model
+    they are attached to, so any optimizer gets readable names.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    names = recorder(optimizer).names
+    for name, p in model.named_parameters():
+        names.setdefault(id(p), name)
+    inner = getattr(optimizer, "optimizer", None)  # a Lookahead wrapper's inner optimizer
+    if isinstance(inner, torch.optim.Optimizer):
+        name_parameters(inner, model)
+
+
+def param_names(optimizer: torch.optim.Optimizer, group_index: int) -> list[str]:
+    """The telemetry names of group ``group_index``'s tensors, in order."""
+    group = optimizer.param_groups[group_index]
+    given = group.get("param_names")
+    if given is not None:
+        return list(given)
+    known = recorder(optimizer).names
+    return [known.get(id(p), f"group{group_index}.param{j}") for j, p in enumerate(group["params"])]
+
+
+def enabled(optimizer: torch.optim.Optimizer) -> bool:
+    """True when any param group has ``telemetry`` on."""
+    return any(group.get("telemetry") for group in optimizer.param_groups)
+
+
+def due(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> bool:
+    """True when ``group`` records per-layer values in this step: its ``telemetry`` is True, or
+    an int ``N`` and this is the optimizer's ``N``-th, ``2N``-th, ... step."""
+    every = group.get("telemetry")
+    if not every:
+        return False
+    return every is True or recorder(optimizer).seen % every == 0
+
+
+def tick(optimizer: torch.optim.Optimizer) -> None:
+    """Count an optimizer step (call before the step's recording decisions)."""
+    recorder(optimizer).seen += 1
+
+
+def record_step(optimizer: torch.optim.Optimizer, skipped: bool) -> None:
+    """Per optimizer step: count it, note whether it was skipped, and each group's lr."""
+    rec = recorder(optimizer)
+    rec.steps += 1
+    rec.scalar("skipped", float(skipped))
+    for i, group in enumerate(optimizer.param_groups):
+        if group.get("telemetry"):
+            rec.scalar(f"lr/group{i}", float(group["lr"]))
+    if any(due(optimizer, group) for group in optimizer.param_groups):
+        rec.recorded += 1
+
+
+class BucketProbe:
+    """What a transform records into for one bucket: ``ctx.telemetry.add(quantity, values)``.
+
+    ``values`` holds one 0-d tensor per tensor of the bucket (``ctx.params`` order), or per
+    tensor listed in ``index``.
+    """
+
+    def __init__(self, rec: Recorder, names: list[str]):
+        self.recorder = rec
+        self.names = names
+        self.weight_norms: list[Tensor] = []
+
+    def add(
+        self, quantity: str, values: Sequence[Tensor], index: Sequence[int] | None = None
+    ) -> None:
+        names = self.names if index is None else [self.names[i] for i in index]
+        self.recorder.add(quantity, names, values)
+
+
+def norms(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """``||x||`` of each tensor (one foreach reduction where foreach kernels take the tensors)."""
+    if tensors and foreach_supported(tensors):
+        return list(torch._foreach_norm(list(tensors)))
+    return [torch.linalg.vector_norm(t) for t in tensors]
+
+
+class ForeignStep:
+    """Telemetry around the step of an optimizer that records none itself (Lookahead's inner).
+
+    Measures ``||w||`` and ``||g||`` before the step and ``||Δw||`` after it, from a copy of the
+    weights taken before (so it costs one extra copy of the weights per step).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self.tensors: list[tuple[str, Tensor, Tensor]] = []
+        with torch.no_grad():
+            for i, group in enumerate(optimizer.param_groups):
+                if due(optimizer, group):
+                    for name, p in zip(param_names(optimizer, i), group["params"], strict=True):
+                        if p.grad is not None:
+                            self.tensors.append((name, p, p.detach().clone()))
+        names = [name for name, _, _ in self.tensors]
+        self.names = names
+        self.weight_norms = norms([before for _, _, before in self.tensors])
+        rec = recorder(optimizer)
+        rec.add("weight_norm", names, self.weight_norms)
+        rec.add("grad_norm", names, norms([p.grad for _, p, _ in self.tensors]))
+
+    def finish(self, skipped: bool) -> None:
+        """Record the step's displacement (after the wrapped optimizer stepped)."""
+        record_step(self.optimizer, skipped)
+        with torch.no_grad():
+            moved = [torch.linalg.vector_norm(p.detach() - b) for _, p, b in self.tensors]
+        rec = recorder(self.optimizer)
+        rec.add("update_norm", self.names, moved)
+        ratios = [m / w for m, w in zip(moved, self.weight_norms, strict=True)]
+        rec.add("update_ratio", self.names, ratios)
+
+
+class _Probe(Transform):
+    """Base of the two links :func:`probed` puts around a chain when telemetry is on."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, group_index: int, shared: dict):
+        self.optimizer = optimizer
+        self.group_index = group_index
+        self.shared = shared  # per step: the names by state dict, shared by both probes
+
+
+class _Entry(_Probe):
+    """First link: opens the bucket's probe and records ``||w||`` and ``||g||``."""
+
+    def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
+        if "by_state" not in self.shared:
+            group = self.optimizer.param_groups[self.group_index]
+            names = param_names(self.optimizer, self.group_index)
+            state = self.optimizer.state
+            self.shared["by_state"] = {
+                id(state[p]): n for p, n in zip(group["params"], names) if p in state
+            }
+        by_state = self.shared["by_state"]
+        probe = BucketProbe(recorder(self.optimizer), [by_state[id(s)] for s in ctx.states])
+        ctx.telemetry = probe
+        probe.weight_norms = norms(ctx.params)
+        probe.add("weight_norm", probe.weight_norms)
+        probe.add("grad_norm", norms(updates))  # the chain's private copy of the gradients
+        return updates
+
+
+class _Exit(_Probe):
+    """Last link before ``w -= lr u``: records ``||lr u||`` and its ratio to ``||w||``."""
+
+    def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
+        probe = ctx.telemetry
+        lr = ctx.group["lr"]
+        lr = lr.detach().to(torch.float64).cpu() if isinstance(lr, Tensor) else float(lr)
+        steps = [n * lr for n in norms(updates)]
+        probe.add("update_norm", steps)
+        probe.add("update_ratio", [s / w for s, w in zip(steps, probe.weight_norms, strict=True)])
+        return updates
+
+
+def probed(
+    optimizer: torch.optim.Optimizer, group: dict[str, Any], transforms: Sequence[Transform]
+) -> tuple[Transform, ...]:
+    """``transforms`` between the two telemetry probes (the chain used when telemetry is on).
+
+    The probes are not fused-kernel links, so a probed chain takes the reference path.
+    """
+    index = next((i for i, g in enumerate(optimizer.param_groups) if g is group), None)
+    if index is None:  # a group being added: it is not in param_groups yet
+        return tuple(transforms)
+    shared: dict = {}
+    entry, leave = _Entry(optimizer, index, shared), _Exit(optimizer, index, shared)
+    # Links after the direction act in ``after_update`` only (Lookahead), so the exit probe,
+    # last, sees the final direction.
+    return (entry, *transforms, leave)

@@ -1,0 +1,420 @@
+"""Telemetry: every recorded value against a direct float64 computation from the weights, the
+gradients and the optimizer state, for every preset; off costs nothing; names; intervals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import rangerlab
+from rangerlab import telemetry
+
+SHAPES = [(4, 3), (3,), (2, 3, 2, 2)]
+NAMES = ["fc.weight", "fc.bias", "conv.weight"]
+STEPS = 8  # past RAdam's threshold (rho_t > 5 from step 6 with beta2 = 0.999)
+
+# name: (constructor, kwargs, what the algorithm is)
+PRESETS = {
+    "sgd": (rangerlab.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01, gc=True), {}),
+    "adam": (rangerlab.Adam, dict(lr=0.01, weight_decay=0.01), {"adam": "adam"}),
+    "adamw": (
+        rangerlab.Adam,
+        dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True, gc=True),
+        {"adam": "adam"},
+    ),
+    "radam": (rangerlab.RAdam, dict(lr=0.01), {"adam": "radam"}),
+    "lars": (
+        rangerlab.LARS,
+        dict(lr=0.5, weight_decay=1e-3, trust_coefficient=0.02),
+        {"trust": "lars"},
+    ),
+    "larc": (
+        rangerlab.LARS,
+        dict(lr=0.5, weight_decay=1e-3, trust_coefficient=0.02, clip=True, gc=True),
+        {"trust": "lars"},
+    ),
+    "lamb": (
+        rangerlab.LAMB,
+        dict(lr=0.01, weight_decay=0.01, max_weight_norm=1.5),
+        {"adam": "adam", "trust": "lamb"},
+    ),
+    "ranger": (rangerlab.Ranger, dict(lr=0.01, k=3, alpha=0.6), {"adam": "radam", "lookahead": 1}),
+    "ranger_lars": (
+        rangerlab.RangerLARS,
+        dict(lr=0.01, k=3, alpha=0.6, weight_decay=0.01),
+        {"adam": "radam", "trust": "lamb", "lookahead": 1},
+    ),
+}
+
+
+def make_params(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        (n, torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64)))
+        for n, s in zip(NAMES, SHAPES)
+    ]
+
+
+def grads(step, params):
+    gen = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
+
+
+def norm(x):
+    return torch.linalg.vector_norm(x).item()
+
+
+def removed_mean(g):
+    return g.mean(dim=tuple(range(1, g.dim())), keepdim=True).expand_as(g)
+
+
+def rho(t, beta2):
+    rho_inf = 2 / (1 - beta2) - 1
+    return rho_inf, rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+
+
+def expected(kind, group, w0, g, state, slow0, t):
+    """Every quantity of one step, computed from the formulas of the papers."""
+    lr, out = group["lr"], {}
+    beta1, beta2 = group.get("betas", (0.9, 0.999))
+    eps, wd = group.get("eps", 0.0), group.get("weight_decay", 0.0)
+    gc = group.get("gc", False)
+    for name, w, grad, s, slow, p_after in zip(NAMES, w0, g, state, slow0, group["params"]):
+        g_c = grad - removed_mean(grad) if gc and grad.dim() > 1 else grad
+        out[f"weight_norm/{name}"] = norm(w)
+        out[f"grad_norm/{name}"] = norm(grad)
+        if gc and grad.dim() > 1:
+            out[f"gc_removed_norm/{name}"] = norm(removed_mean(grad))
+        fast = p_after.detach()
+        if kind.get("lookahead"):
+            if t % group["k"] == 0:  # a sync: recover the fast weights from the slow move
+                fast = slow + (s["slow_param"] - slow) / group["alpha"]
+                out[f"lookahead_distance/{name}"] = norm(fast - slow)
+        out[f"update_norm/{name}"] = norm(fast - w)
+        out[f"update_ratio/{name}"] = norm(fast - w) / norm(w)
+        direction = None
+        if kind.get("adam"):
+            m, v = s["exp_avg"], s["exp_avg_sq"]
+            m_hat, bc2 = m / (1 - beta1**t), 1 - beta2**t
+            if kind["adam"] == "adam":
+                step = 1 / ((v / bc2).sqrt() + eps)
+                direction = m_hat * step
+            else:
+                rho_inf, rho_t = rho(t, beta2)
+                out[f"adaptive/{name}"] = float(rho_t > 5)
+                step, direction = None, m_hat
+                if rho_t > 5:
+                    r = math.sqrt(
+                        (rho_t - 4)
+                        * (rho_t - 2)
+                        * rho_inf
+                        / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+                    )
+                    out[f"rectifier/{name}"] = r
+                    step = math.sqrt(bc2) / (v.sqrt() + eps)
+                    direction = r * m_hat * step
+            if step is not None:
+                mean = step.mean().item()
+                out[f"adaptive_lr_mean/{name}"] = mean
+                out[f"adaptive_lr_cv/{name}"] = step.std(correction=0).item() / mean
+        if kind.get("trust") == "lars":
+            wn, gn = norm(w), norm(g_c)
+            trust = group["trust_coefficient"] * wn / (gn + wd * wn + eps)
+            out[f"trust_ratio/{name}"] = min(trust / lr, 1.0) if group["clip"] else trust
+        if kind.get("trust") == "lamb":
+            u = direction + wd * w
+            out[f"trust_ratio/{name}"] = min(norm(w), group["max_weight_norm"]) / norm(u)
+    out.update({"lr/group0": lr, "skipped": 0.0, "steps": 1.0, "recorded_steps": 1.0})
+    return out
+
+
+def assert_matches(got, want):
+    assert set(got) == set(want), sorted(set(got) ^ set(want))
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def step_and_read(opt, params, t):
+    """One step with step ``t``'s gradients; returns the telemetry and what it is checked with."""
+    w0 = [p.detach().clone() for p in params]
+    slow0 = [opt.state[p].get("slow_param", w).clone() for p, w in zip(params, w0)]
+    g = grads(t, params)
+    for p, grad in zip(params, g):
+        p.grad = grad.clone()
+    opt.step()
+    return opt.telemetry(), (w0, g, [opt.state[p] for p in params], slow0, t)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_value_matches_a_direct_computation(name):
+    cls, kwargs, kind = PRESETS[name]
+    named = make_params()
+    params = [p for _, p in named]
+    opt = cls(named, telemetry=True, **kwargs)
+    group = opt.param_groups[0]
+    seen = set()
+    for t in range(1, STEPS + 1):
+        got, checked = step_and_read(opt, params, t)
+        assert_matches(got, expected(kind, group, *checked))
+        seen |= {key.split("/")[0] for key in got}
+        for p, grad in zip(params, checked[1]):
+            assert torch.equal(p.grad, grad)  # the user's gradients are left alone
+    if kind.get("adam") == "radam":
+        assert "rectifier" in seen  # both phases of RAdam were checked
+    if kind.get("lookahead"):
+        assert "lookahead_distance" in seen
+
+
+@pytest.mark.parametrize("name", ["ranger", "lars", "adam"])
+def test_the_trajectory_is_the_one_without_telemetry(name):
+    cls, kwargs, _ = PRESETS[name]
+    runs = []
+    for on in (False, True):
+        params = [p for _, p in make_params()]
+        opt = cls(params, telemetry=on, foreach=True, **kwargs)
+        for t in range(1, STEPS + 1):
+            for p, grad in zip(params, grads(t, params)):
+                p.grad = grad
+            opt.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("telemetry code ran with telemetry off")
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("path", [{}, {"foreach": True}, {"foreach": False}])
+def test_off_does_no_extra_work(name, path, monkeypatch):
+    """Off, no recording code runs (so the step does no extra work): every entry point raises."""
+    for target in ("probed", "record_step", "norms", "recorder"):
+        monkeypatch.setattr(telemetry, target, _refuse)
+    monkeypatch.setattr(telemetry.BucketProbe, "add", _refuse)
+    cls, kwargs, _ = PRESETS[name]
+    params = [p for _, p in make_params()]
+    opt = cls(params, **path, **kwargs)
+    for t in range(1, 4):
+        for p, grad in zip(params, grads(t, params)):
+            p.grad = grad
+        opt.step()
+    assert all(g["telemetry"] is False for g in opt.param_groups)
+    assert not any(isinstance(t, telemetry._Probe) for t in opt.chain_for(opt.param_groups[0]))
+
+
+def test_fused_path_with_telemetry_takes_the_reference_path(monkeypatch):
+    from rangerlab import fused
+
+    real, picked = fused.select, []
+    monkeypatch.setattr(fused, "select", lambda *a: picked.append(real(*a)) or picked[-1])
+    params = [p for _, p in make_params()]
+    opt = rangerlab.Ranger(params, telemetry=True)
+    for p, grad in zip(params, grads(1, params)):
+        p.grad = grad
+    opt.step()
+    assert picked == [None]  # the default (fused) path is not taken
+    assert any(isinstance(t, telemetry._Probe) for t in opt.chain_for(opt.param_groups[0]))
+    assert fused.kernel_for(opt.chain_for(opt.param_groups[0])) is None
+    with pytest.raises(ValueError, match="telemetry"):
+        rangerlab.Ranger(params, fused=True, telemetry=True)
+    with pytest.raises(ValueError, match="Invalid telemetry"):
+        rangerlab.Adam(params, telemetry="yes")
+
+
+def test_sampling_every_nth_step_runs_the_fused_path_in_between(monkeypatch):
+    from rangerlab import fused
+
+    real, picked = fused.select, []
+    monkeypatch.setattr(fused, "select", lambda *a: picked.append(real(*a)) or picked[-1])
+    cls, kwargs, kind = PRESETS["ranger"]
+    runs = {}
+    for every in (False, 3):
+        named = make_params()
+        params = [p for _, p in named]
+        opt = cls(named, telemetry=every, **kwargs)
+        picked.clear()
+        for t in range(1, STEPS + 1):
+            got, checked = step_and_read(opt, params, t)
+            if every and t % every == 0:
+                assert_matches(got, expected(kind, opt.param_groups[0], *checked))
+            elif every:
+                assert got == {
+                    "skipped": 0.0,
+                    "lr/group0": 0.01,
+                    "steps": 1.0,
+                    "recorded_steps": 0.0,
+                }
+        runs[every] = params
+        fused_steps = [i + 1 for i, k in enumerate(picked) if k is not None]
+        if fused.available():
+            assert fused_steps == ([1, 2, 4, 5, 7, 8] if every else list(range(1, STEPS + 1)))
+    for a, b in zip(runs[False], runs[3]):  # the two paths agree to rounding
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="Invalid telemetry"):
+        rangerlab.Adam(params, telemetry=-2)
+
+
+def test_interval_mean_and_peek():
+    named = make_params()
+    params = [p for _, p in named]
+    opt = rangerlab.SGD(named, lr=0.1, telemetry=True)
+    norms = []
+    for t in (1, 2):
+        for p, grad in zip(params, grads(t, params)):
+            p.grad = grad
+        norms.append(norm(params[0].grad))
+        opt.step()
+        peek = opt.telemetry(reset=False)
+        assert peek["steps"] == t
+    got = opt.telemetry()
+    assert got["grad_norm/fc.weight"] == pytest.approx(sum(norms) / 2, rel=1e-12)
+    assert got["steps"] == 2.0
+    assert opt.telemetry() == {"steps": 0.0, "recorded_steps": 0.0}
+
+
+def test_names_from_factory_named_parameters_and_fallback():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    x = torch.randn(2, 3)
+    for opt in (
+        rangerlab.create_optimizer(model, "lamb", telemetry=True),
+        rangerlab.Adam(model.named_parameters(), telemetry=True),
+    ):
+        model(x).sum().backward()
+        opt.step()
+        keys = {k.split("/", 1)[1] for k in opt.telemetry() if k.startswith("grad_norm/")}
+        assert keys == {n for n, _ in model.named_parameters()}
+    opt = rangerlab.Adam(model.parameters(), telemetry=True)
+    model(x).sum().backward()
+    opt.step()
+    assert "grad_norm/group0.param1" in opt.telemetry()
+    telemetry.name_parameters(opt, model)
+    opt.step()
+    assert "grad_norm/1.weight" in opt.telemetry()
+    with pytest.raises(TypeError, match="model"):
+        telemetry.name_parameters(opt, [1])
+
+
+def test_skipped_steps_and_lr_per_group():
+    p = torch.nn.Parameter(torch.ones(3))
+    q = torch.nn.Parameter(torch.ones(2))
+    opt = rangerlab.Adam(
+        [{"params": [p]}, {"params": [q], "lr": 0.5}], lr=0.1, skip_nonfinite=True, telemetry=True
+    )
+    p.grad, q.grad = torch.tensor([1.0, math.inf, 0.0]), torch.ones(2)
+    with pytest.warns(RuntimeWarning):
+        opt.step()
+    got = opt.telemetry()
+    counts = {"steps": 1.0, "recorded_steps": 1.0}
+    assert got == {"skipped": 1.0, "lr/group0": 0.1, "lr/group1": 0.5, **counts}
+    p.grad = torch.ones(3)
+    opt.step()
+    assert opt.telemetry()["skipped"] == 0.0
+
+
+def test_lookahead_wrapper_around_a_foreign_optimizer():
+    named = make_params()
+    params = [p for _, p in named]
+    inner = torch.optim.SGD(named, lr=0.1, momentum=0.9)
+    opt = rangerlab.Lookahead(inner, k=2, alpha=0.5, telemetry=True)
+    for t in range(1, 5):
+        w0 = [p.detach().clone() for p in params]
+        slow0 = [opt.state[p].get("slow_param", w).clone() for p, w in zip(params, w0)]
+        for p, grad in zip(params, grads(t, params)):
+            p.grad = grad
+        opt.step()
+        got = opt.telemetry()
+        want = {"lr/group0": 0.1, "skipped": 0.0, "steps": 1.0, "recorded_steps": 1.0}
+        for name, p, w, slow in zip(NAMES, params, w0, slow0):
+            fast = p.detach()
+            if t % 2 == 0:
+                fast = slow + (opt.state[p]["slow_param"] - slow) / 0.5
+                want[f"lookahead_distance/{name}"] = norm(fast - slow)
+            want[f"weight_norm/{name}"] = norm(w)
+            want[f"grad_norm/{name}"] = norm(p.grad)
+            want[f"update_norm/{name}"] = norm(fast - w)
+            want[f"update_ratio/{name}"] = norm(fast - w) / norm(w)
+        assert_matches(got, want)
+
+
+def test_lookahead_wrapper_over_a_rangerlab_optimizer_and_factory():
+    model = torch.nn.Linear(3, 2)
+    opt = rangerlab.create_optimizer(model, "adamw", lookahead=True, k=1, telemetry=True)
+    assert isinstance(opt, rangerlab.Lookahead)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    got = opt.telemetry()
+    assert {"adaptive_lr_mean/weight", "lookahead_distance/weight", "update_norm/bias"} <= set(got)
+    assert got["steps"] == 1.0
+    wrapped = rangerlab.Lookahead(rangerlab.RAdam(model.named_parameters()), telemetry=True)
+    assert all(g["telemetry"] for g in wrapped.optimizer.param_groups)
+    with pytest.raises(ValueError, match="telemetry"):
+        rangerlab.Lookahead(rangerlab.Adam(model.parameters(), fused=True), telemetry=True)
+
+
+def test_low_precision_weights_record_in_float32():
+    p = torch.nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.bfloat16))
+    opt = rangerlab.LARS([("w", p)], lr=1.0, momentum=0.0, trust_coefficient=0.1, telemetry=True)
+    p.grad = torch.tensor([0.0, 1.0], dtype=torch.bfloat16)
+    opt.step()
+    got = opt.telemetry()
+    assert got["weight_norm/w"] == 5.0 and got["grad_norm/w"] == 1.0
+    assert got["trust_ratio/w"] == pytest.approx(0.5, rel=1e-6)
+    assert got["update_norm/w"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_plot_telemetry_heatmap_and_first_steps_panel():
+    pytest.importorskip("matplotlib", reason="plots need the 'lab' extra")
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    named = make_params()
+    params = [p for _, p in named]
+    opt = rangerlab.LAMB(named, lr=0.01, telemetry=True)
+    records = []
+    for t in range(1, 5):
+        for p, grad in zip(params, grads(t, params)):
+            p.grad = grad
+        opt.step()
+        records.append({"step": t, **opt.telemetry()})
+    fig = rangerlab.plot_telemetry(records, "trust_ratio", first_steps=3)
+    heat, side = fig.axes[0], fig.axes[1]
+    want = [[math.log10(r[f"trust_ratio/{n}"]) for r in records] for n in NAMES]
+    np.testing.assert_allclose(heat.collections[0].get_array().reshape(3, 4), want, rtol=1e-6)
+    assert len(fig.axes) == 3  # heatmap, adaptive-lr panel, colour bar
+    assert [t.get_text() for t in heat.get_yticklabels()] == NAMES
+    assert (
+        len(side.lines) == 3
+        and side.lines[0].get_ydata()[0] == records[0]["adaptive_lr_cv/fc.weight"]
+    )
+    with pytest.raises(ValueError, match="rectifier"):
+        rangerlab.plot_telemetry(records, "rectifier")
+
+
+def test_the_package_imports_without_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['matplotlib'] = None; import rangerlab; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_grad_scaler_steps_record_unscaled_gradients_and_skips():
+    model = torch.nn.Linear(3, 2)
+    opt = rangerlab.LARS(model.named_parameters(), lr=0.1, telemetry=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    x = torch.randn(4, 3)
+    loss = model(x).square().mean()
+    (plain,) = torch.autograd.grad(loss, model.weight, retain_graph=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    got = opt.telemetry()
+    assert got["grad_norm/weight"] == pytest.approx(norm(plain), rel=1e-6)
+    model.weight.grad = torch.full_like(model.weight, math.inf)  # GradScaler skips this step
+    scaler.step(opt)
+    assert opt.telemetry()["steps"] == 0.0  # a step torch skips is not a step
