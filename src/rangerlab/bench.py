@@ -117,21 +117,14 @@ def ours() -> list[Case]:
         # block of 6 (telemetry=6: the others run fused), to set beside the rows above
         *(
             Case(
-                f"rangerlab.{label} (telemetry={every})",
-                lambda ps, m=make, e=every: m(ps, e),
+                f"rangerlab.{optimizer_info(name).cls.__name__} (telemetry={every})",
+                _by_name(name, telemetry=every, **kw),
                 reference,
                 nbytes,
                 slow=True,
             )
-            for label, make, reference, nbytes in (
-                (
-                    "Ranger",
-                    lambda ps, e: rangerlab.Ranger(ps, telemetry=e),
-                    "adam",
-                    ADAM_BYTES + la,
-                ),
-                ("LARS", lambda ps, e: rangerlab.LARS(ps, lr=0.1, telemetry=e), "sgd", SGD_BYTES),
-            )
+            for name, kw, reference, nbytes, _ in OURS
+            if name in ("ranger", "lars")
             for every in (True, BLOCK)
         ),
         Case(
