@@ -1,4 +1,4 @@
-"""State-dict checks and dtype policy shared by :class:`Chain` and :class:`Lookahead`."""
+"""State-dict checks and dtype policy shared by `Chain` and `Lookahead`."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def _sharding(tensor: Tensor) -> str:
 def cast_state(param: Tensor, entry: Mapping[str, Any], keys: Iterable[str] | None = None) -> dict:
     """Copy saved per-parameter state onto ``param``'s device with rangerlab's dtype policy.
 
-    Floating tensors (``keys`` only, or all but ``step`` when None) become :func:`state_dtype`
+    Floating tensors (``keys`` only, or all but ``step`` when None) become ``state_dtype``
     (float32 for low-precision weights, where torch's loader would round them to bf16); ``step``
     stays a CPU float32 counter.
     """

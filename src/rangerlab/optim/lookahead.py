@@ -27,8 +27,9 @@ class Lookahead(Optimizer):
     of each parameter taken at the first ``step()``, before that step's update
     (``phi_0 = theta_0``). After every ``k``-th step:
 
-    .. math::
-        \\phi \\leftarrow \\phi + \\alpha(\\theta - \\phi),\\qquad \\theta \\leftarrow \\phi
+    $$
+    \\phi \\leftarrow \\phi + \\alpha(\\theta - \\phi),\\qquad \\theta \\leftarrow \\phi
+    $$
 
     One step counter per optimizer (kept in every param group as ``lookahead_step``). The wrapper
     shares the wrapped optimizer's ``param_groups``, so LR schedulers and ``GradScaler`` drive it
@@ -40,8 +41,21 @@ class Lookahead(Optimizer):
         k: synchronisation period (a positive int).
         alpha: slow step size, in (0, 1].
 
-    Example (the paper's path on f(x) = x with SGD(lr=1), k=3, alpha=0.5, from x=3):
-        x: 3 -> 2 -> 1 -> 0, sync to 1.5 -> 0.5 -> -0.5 -> -1.5, sync to 0.
+    Examples:
+        The paper's path on ``f(x) = x`` with ``SGD(lr=1)``, ``k=3``, ``alpha=0.5``, from
+        ``x = 3``: 2, 1, 0 (sync to 1.5), 0.5, -0.5, -1.5 (sync to 0).
+
+        >>> import torch
+        >>> x = torch.nn.Parameter(torch.tensor(3.0))
+        >>> opt = Lookahead(torch.optim.SGD([x], lr=1.0), k=3, alpha=0.5)
+        >>> path = []
+        >>> for _ in range(6):
+        ...     opt.zero_grad()
+        ...     x.backward()  # f(x) = x: the gradient is 1
+        ...     _ = opt.step()
+        ...     path.append(x.item())
+        >>> path
+        [2.0, 1.0, 1.5, 0.5, -0.5, 0.0]
 
     References:
         Zhang, Lucas, Hinton, Ba. "Lookahead Optimizer: k steps forward, 1 step back",
@@ -142,7 +156,7 @@ class Lookahead(Optimizer):
         return _state.run_state_dict_hooks(self, build)
 
     def consolidate_state_dict(self, to: int = 0) -> None:
-        """Gather a wrapped ZeroRedundancyOptimizer's state on rank ``to``, for :meth:`state_dict`.
+        """Gather a wrapped ZeroRedundancyOptimizer's state on rank ``to``, for ``state_dict()``.
 
         The slow weights need no gathering: every rank keeps them for all parameters.
         """
@@ -155,7 +169,7 @@ class Lookahead(Optimizer):
         consolidate(to=to)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a :meth:`state_dict`; a state dict that does not fit raises and changes nothing."""
+        """Load a ``state_dict()``; a state dict that does not fit raises and changes nothing."""
         state_dict = dict(state_dict)
         for hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = hook(self, state_dict)
