@@ -169,6 +169,17 @@ def test_parameter_tables_have_one_row_per_parameter_with_its_default(site, publ
             assert ast.literal_eval(rows[name]) == default, (name, rows[name])
 
 
+def test_returns_tables_have_one_row(site):
+    """No rangerlab function returns a tuple: a second row is a description split in two."""
+    tables = [
+        table
+        for page in (site / "api").rglob("*.html")
+        for table in re.findall(r"Returns:.*?<tbody>(.*?)</tbody>", page.read_text(), re.S)
+    ]
+    assert len(tables) >= 10
+    assert [t.count('<tr class="doc-section-item">') for t in tables] == [1] * len(tables)
+
+
 def test_formulas_and_mathjax_come_from_the_site(site):
     page = (site / "api" / "optimizers" / "index.html").read_text()
     assert page.count('class="arithmatex"') >= 8
