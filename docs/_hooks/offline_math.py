@@ -22,8 +22,7 @@ def mathjax_script() -> Path:
         import mathjax
     except ImportError as e:  # pragma: no cover - the docs extra installs it
         raise RuntimeError(
-            "the docs need MathJax from the django-static-mathjax package: "
-            'pip install -e ".[docs]"'
+            'the docs need MathJax from the django-static-mathjax package: pip install -e ".[docs]"'
         ) from e
     return Path(mathjax.__file__).parent / "static" / "mathjax" / "es5" / "tex-svg.js"
 
