@@ -136,16 +136,13 @@ def flat_cosine(optimizer: Optimizer, total_steps: int, flat_fraction: float = 0
         flat_fraction: the flat part, in [0, 1].
 
     Examples:
+        The factor of steps 0 to 5: flat for ``D = 2`` steps, then a cosine to 0 at step 5.
+
         >>> import torch
         >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        >>> sched = flat_cosine(opt, total_steps=5, flat_fraction=0.4)
-        >>> lrs = []
-        >>> for _ in range(6):
-        ...     lrs.append(round(opt.param_groups[0]["lr"], 4))
-        ...     opt.step()
-        ...     sched.step()
-        >>> lrs
-        [0.1, 0.1, 0.1, 0.075, 0.025, 0.0]
+        >>> factor = flat_cosine(opt, total_steps=5, flat_fraction=0.4).lr_lambdas[0]
+        >>> [round(factor(t), 2) for t in range(6)]
+        [1.0, 1.0, 1.0, 0.75, 0.25, 0.0]
 
     References:
         Wright, Ranger (github.com/lessw2020/Ranger-Deep-Learning-Optimizer), 2019; the flat +
@@ -178,15 +175,12 @@ def warmup_cosine(
         min_lr: the final lr, at most every group's lr.
 
     Examples:
+        The lr of steps 0 to 5: warmup over 2 steps, then a cosine from 0.1 to 0.01 at step 5.
+
         >>> import torch
         >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        >>> sched = warmup_cosine(opt, warmup_steps=2, total_steps=5, min_lr=0.01)
-        >>> lrs = []
-        >>> for _ in range(6):
-        ...     lrs.append(round(opt.param_groups[0]["lr"], 4))
-        ...     opt.step()
-        ...     sched.step()
-        >>> lrs
+        >>> factor = warmup_cosine(opt, warmup_steps=2, total_steps=5, min_lr=0.01).lr_lambdas[0]
+        >>> [round(0.1 * factor(t), 4) for t in range(6)]
         [0.05, 0.1, 0.1, 0.0775, 0.0325, 0.01]
 
     References:
