@@ -12,17 +12,21 @@ def make_model():
     return nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 4))
 
 
-def train(model, name, steps=8):
-    opt = rangerlab.create_optimizer(model, name, lr=0.01, weight_decay=0.01)
-    sched = rangerlab.schedules.warmup_cosine(opt, 2, steps)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(steps):
+def run(model, opt, sched, steps):
+    """Train on ``steps`` (a range): each step's batch depends on its number only."""
+    for step in steps:
+        gen = torch.Generator().manual_seed(100 + step)
         x, y = torch.randn(16, 8, generator=gen), torch.randint(0, 4, (16,), generator=gen)
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
+
+
+def train(model, name, steps=8):
+    opt = rangerlab.create_optimizer(model, name, lr=0.01, weight_decay=0.01)
+    run(model, opt, rangerlab.schedules.warmup_cosine(opt, 2, steps), range(steps))
     return opt
 
 
@@ -42,16 +46,6 @@ def test_compiled_model_trains_like_eager(name):
 def test_compiled_run_resumes_exactly_from_a_checkpoint(tmp_path):
     """The README's "a resumed run continues exactly ... with ``torch.compile(model)`` too"."""
     steps, half = 8, 4
-
-    def run(model, opt, sched, span):
-        for step in span:
-            gen = torch.Generator().manual_seed(100 + step)  # the data of step ``step``
-            x, y = torch.randn(16, 8, generator=gen), torch.randint(0, 4, (16,), generator=gen)
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
 
     def build():
         inner = make_model()
