@@ -1,7 +1,8 @@
 """rangerlab: modern deep-learning optimizers for PyTorch, as composable pieces.
 
 SGD, Adam/AdamW, RAdam, LARS/LARC, Ranger, Ranger-LARS and a Lookahead wrapper for any optimizer,
-all ``torch.optim.Optimizer`` subclasses built from the transforms in :mod:`rangerlab.transforms`.
+all ``torch.optim.Optimizer`` subclasses built from the transforms in
+[`rangerlab.transforms`][rangerlab.transforms].
 """
 
 from . import amp, schedules, telemetry, transforms

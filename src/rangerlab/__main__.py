@@ -1,4 +1,4 @@
-"""``python -m rangerlab``: the lab's command line (see :mod:`rangerlab.lab.cli`)."""
+"""``python -m rangerlab``: the lab's command line (see ``rangerlab.lab.cli``)."""
 
 import sys
 

@@ -2,9 +2,9 @@
 
 Every transform does its maths once, over lists of tensors, through an ``ops`` object:
 
-* :data:`FOREACH` maps each operation to one ``torch._foreach_*`` call (one kernel launch per
+* ``FOREACH`` maps each operation to one ``torch._foreach_*`` call (one kernel launch per
   list on CUDA, one dispatch per list on CPU);
-* :data:`LOOP` runs the same operation tensor by tensor, for tensors that foreach kernels do not
+* ``LOOP`` runs the same operation tensor by tensor, for tensors that foreach kernels do not
   accept (tensor subclasses such as DTensor, exotic devices) and as the reference the list path is
   tested against.
 

@@ -1,7 +1,7 @@
 """Checks for hyperparameters, one rule per group key.
 
 Every optimizer validates each param group (at construction and in ``add_param_group``) through
-:func:`check_group`, so a rule lives in exactly one place and the error always names the argument
+``check_group``, so a rule lives in exactly one place and the error always names the argument
 and the value.
 """
 

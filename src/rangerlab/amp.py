@@ -2,8 +2,8 @@
 
 ``torch.amp.GradScaler.step`` silently skips ``optimizer.step()`` when the scaled gradients hold
 inf or NaN (and then lowers the scale). An LR scheduler stepped unconditionally after it drifts
-ahead of the optimizer by one step per skip. :func:`scaler_step` steps the scheduler only when the
-optimizer really stepped, and tells the caller.
+ahead of the optimizer by one step per skip. [`scaler_step`][rangerlab.amp.scaler_step] steps the
+scheduler only when the optimizer really stepped, and tells the caller.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def scaler_step(
 
     Works with any ``torch.optim.Optimizer``. A step counts as taken when the scaler called
     ``optimizer.step()`` and the optimizer did not skip it itself (rangerlab's
-    ``skip_nonfinite=True`` and :class:`rangerlab.Lookahead` set ``last_step_skipped``; an
+    ``skip_nonfinite=True`` and `rangerlab.Lookahead` set ``last_step_skipped``; an
     optimizer that unscales inside its step skips exactly when the scale backs off).
 
     Args:
@@ -35,11 +35,26 @@ def scaler_step(
     Returns:
         True if the parameters were updated, False if the step was skipped.
 
-    Example::
+    Examples:
+        A step that is taken moves the weights and the schedule; an overflow moves neither (the
+        scaler halves its scale instead):
 
-        scaler.scale(loss).backward()
-        if not rangerlab.amp.scaler_step(scaler, opt, sched):
-            print("overflow: step skipped, scale is now", scaler.get_scale())
+        >>> import torch
+        >>> import rangerlab
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = rangerlab.SGD([w], lr=0.1)
+        >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        >>> scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+        >>> scaler.scale(2 * w.sum()).backward()  # the unscaled gradient is 2
+        >>> rangerlab.amp.scaler_step(scaler, opt, sched)
+        True
+        >>> w.detach(), sched.get_last_lr()
+        (tensor([0.8000]), [0.05])
+        >>> w.grad = torch.tensor([float("inf")])
+        >>> rangerlab.amp.scaler_step(scaler, opt, sched)
+        False
+        >>> w.detach(), sched.get_last_lr(), scaler.get_scale()
+        (tensor([0.8000]), [0.05], 2.0)
     """
     if not isinstance(scaler, torch.amp.GradScaler):
         raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")

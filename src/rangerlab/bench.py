@@ -82,7 +82,7 @@ TORCH = {
 }
 
 
-#: rangerlab's optimizers by their registry names (:func:`rangerlab.list_optimizers`): arguments,
+#: rangerlab's optimizers by their registry names (`rangerlab.list_optimizers`): arguments,
 #: torch reference, bytes moved per parameter, ratio goal.
 OURS: list[tuple[str, dict, str, float, float | None]] = [
     ("adam", {"lr": 1e-3}, "adam", ADAM_BYTES, None),

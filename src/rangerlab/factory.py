@@ -1,7 +1,8 @@
 """Build an optimizer by name, with the conventional parameter groups of a model.
 
-One frozen :class:`OptimizerInfo` per name; variants are data (``adamw`` is ``Adam`` with
-``decoupled_weight_decay=True``, ``larc`` is ``LARS`` with ``clip=True``), not new classes.
+One frozen [`OptimizerInfo`][rangerlab.factory.OptimizerInfo] per name; variants are data
+(``adamw`` is ``Adam`` with ``decoupled_weight_decay=True``, ``larc`` is ``LARS`` with
+``clip=True``), not new classes.
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ class OptimizerInfo:
     Attributes:
         name: the registry name.
         cls: the optimizer class.
-        description: one line for :func:`list_optimizers`.
+        description: one line for [`list_optimizers`][rangerlab.list_optimizers].
         fixed: arguments the name implies (``adamw``: ``decoupled_weight_decay=True``); the user
             cannot pass them.
         layer_wise: the optimizer scales updates by a layer-wise trust ratio, so 1-D parameters
             get ``trust_ratio=False`` (the SimCLR convention).
         has_lookahead: the optimizer already contains Lookahead, so ``lookahead=True`` is refused.
+
+    Examples:
+        >>> info = optimizer_info("larc")
+        >>> info.cls.__name__, dict(info.fixed), info.layer_wise
+        ('LARS', {'clip': True}, True)
     """
 
     name: str
@@ -44,7 +50,7 @@ class OptimizerInfo:
     has_lookahead: bool = False
 
     def hyperparameters(self) -> tuple[str, ...]:
-        """The keyword arguments :func:`create_optimizer` accepts for this name."""
+        """The keyword arguments [`create_optimizer`][rangerlab.create_optimizer] accepts."""
         names = inspect.signature(self.cls.__init__).parameters
         return tuple(n for n in names if n not in _NOT_HYPERPARAMETERS and n not in self.fixed)
 
@@ -98,7 +104,7 @@ _REGISTRY: dict[str, OptimizerInfo] = {
 
 
 def list_optimizers() -> dict[str, str]:
-    """The names :func:`create_optimizer` accepts, each with a one-line description.
+    """The names [`create_optimizer`][rangerlab.create_optimizer] accepts, with descriptions.
 
     Examples:
         >>> list_optimizers()["adamw"]
@@ -108,7 +114,12 @@ def list_optimizers() -> dict[str, str]:
 
 
 def optimizer_info(name: str) -> OptimizerInfo:
-    """The registry entry for ``name``; raises ``ValueError`` listing the valid names."""
+    """The registry entry for ``name``; raises ``ValueError`` listing the valid names.
+
+    Examples:
+        >>> optimizer_info("adamw").fixed
+        {'decoupled_weight_decay': True}
+    """
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"Unknown optimizer name: {name!r}; valid: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
@@ -173,9 +184,10 @@ def create_optimizer(
     lookahead: bool = False,
     **hyperparameters: Any,
 ) -> Optimizer:
-    """Build the optimizer called ``name`` (see :func:`list_optimizers`).
+    """Build the optimizer called ``name`` (see [`list_optimizers`][rangerlab.list_optimizers]).
 
-    Given an ``nn.Module``, the parameters are split by :func:`param_groups`: no decay for
+    Given an ``nn.Module``, the parameters are split by [`param_groups`][rangerlab.param_groups]:
+    no decay for
     1-D parameters and ``model.no_weight_decay()``, and for the layer-wise optimizers (``lars``,
     ``larc``, ``lamb``, ``ranger_lars``) no trust ratio for them either. Given parameters or
     param groups, they are used as they are.
@@ -185,13 +197,14 @@ def create_optimizer(
         name: the registry name, e.g. ``"ranger"``.
         lr: learning rate; None keeps the optimizer's default.
         weight_decay: the decay of the decay group; None keeps the optimizer's default (0).
-        lookahead: wrap the optimizer in :class:`rangerlab.Lookahead`; ``k`` and ``alpha`` then
-            go to the wrapper. Refused for ``ranger`` and ``ranger_lars``, which already have it.
+        lookahead: wrap the optimizer in [`Lookahead`][rangerlab.Lookahead]; ``k`` and ``alpha``
+            then go to the wrapper. Refused for ``ranger`` and ``ranger_lars``, which already
+            have it.
         **hyperparameters: the optimizer's own keyword arguments (``betas``, ``momentum``, ...,
             ``foreach``); an unknown one raises ``TypeError`` listing the valid ones.
 
     Returns:
-        The optimizer (a :class:`rangerlab.Lookahead` around it with ``lookahead=True``).
+        The optimizer (a [`Lookahead`][rangerlab.Lookahead] around it with ``lookahead=True``).
 
     Examples:
         >>> import torch

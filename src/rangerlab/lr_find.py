@@ -19,7 +19,7 @@ _NO_SYNC = 2**62
 
 @dataclass
 class LRFindResult:
-    """What :func:`lr_find` measured, and the learning rate it suggests.
+    """What `lr_find` measured, and the learning rate it suggests.
 
     Attributes:
         lrs: the learning rate of each step taken.
@@ -152,7 +152,7 @@ def lr_find(
     loss reflects earlier steps: without this the suggestion lands up to a decade too high), or
     ``"min"``, a tenth of the rate of the lowest smoothed loss (fastai's rule).
 
-    With Lookahead (``ranger``, ``ranger_lars``, :class:`rangerlab.Lookahead`), the syncs are
+    With Lookahead (``ranger``, ``ranger_lars``, `rangerlab.Lookahead`), the syncs are
     suspended during the sweep: the curve is that of the fast weights, which the rate drives.
 
     Afterwards the model (parameters, buffers, gradients, train/eval mode), the optimizer passed
@@ -163,7 +163,7 @@ def lr_find(
         model: the model; ``loss_fn(model(inputs), targets)`` is the loss of a batch.
         loss_fn: e.g. ``torch.nn.functional.cross_entropy``.
         data: an iterable of ``(inputs, targets)`` batches (a DataLoader), restarted as needed.
-        optimizer: a :func:`rangerlab.create_optimizer` name (built on ``model``), or an
+        optimizer: a `rangerlab.create_optimizer` name (built on ``model``), or an
             optimizer over the model's parameters.
         start_lr, end_lr: the sweep's range (``0 < start_lr < end_lr``).
         num_steps: the most steps to take (at least 2).
@@ -174,7 +174,7 @@ def lr_find(
         optimizer_kwargs: hyperparameters for an optimizer given by name (``weight_decay``...).
 
     Returns:
-        :class:`LRFindResult` (``result.suggestion``, ``result.plot()``).
+        `LRFindResult` (``result.suggestion``, ``result.plot()``).
 
     References:
         Smith. "Cyclical Learning Rates for Training Neural Networks", WACV 2017.

@@ -43,7 +43,7 @@ def plot_telemetry(
     Args:
         records: telemetry dicts with a ``step`` key (e.g. ``callback.records``, or
             ``{"step": i, **opt.telemetry()}`` collected in a loop).
-        quantity: a telemetry quantity, e.g. ``"trust_ratio"`` (see :mod:`rangerlab.telemetry`).
+        quantity: a telemetry quantity, e.g. ``"trust_ratio"`` (see `rangerlab.telemetry`).
         log: colour by ``log10`` of the value (the quantities span decades between layers).
         first_steps: records in the adaptive-lr panel (0: no panel).
         ax: a matplotlib axes to draw the heatmap on (ignored with ``first_steps``).

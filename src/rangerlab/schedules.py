@@ -19,19 +19,25 @@ from torch.optim.lr_scheduler import LambdaLR
 class WarmupFlatCosine:
     """The lr factor at step ``t``: linear warmup, flat, then a cosine anneal down to ``floor``.
 
-    .. math::
-        f(t) = \\begin{cases}
-        (t+1)/W & t < W \\\\
-        1 & t < D \\text{ (or always, when there is no decay)} \\\\
-        \\text{floor} + (1-\\text{floor})\\,\\frac{1+\\cos(\\pi\\,\\min(t-D,\\,T-D)/(T-D))}{2}
-        & \\text{otherwise}
-        \\end{cases}
+    $$
+    f(t) = \\begin{cases}
+    (t+1)/W & t < W \\\\
+    1 & t < D \\text{ (or always, when there is no decay)} \\\\
+    \\text{floor} + (1-\\text{floor})\\,\\frac{1+\\cos(\\pi\\,\\min(t-D,\\,T-D)/(T-D))}{2}
+    & \\text{otherwise}
+    \\end{cases}
+    $$
 
     Args:
         warmup_steps: ``W`` (0: no warmup).
         decay_start: ``D``, the step where the anneal starts (None: no anneal).
         total_steps: ``T``, the step where the anneal reaches ``floor`` and stays.
         floor: the final factor.
+
+    Examples:
+        >>> f = WarmupFlatCosine(warmup_steps=2, decay_start=4, total_steps=6)
+        >>> [f(t) for t in range(8)]
+        [0.5, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0]
     """
 
     warmup_steps: int = 0
@@ -67,12 +73,12 @@ def linear_warmup(optimizer: Optimizer, warmup_steps: int) -> LambdaLR:
         >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         >>> sched = linear_warmup(opt, 4)
         >>> lrs = []
-        >>> for _ in range(5):
+        >>> for _ in range(6):
         ...     lrs.append(round(opt.param_groups[0]["lr"], 4))
         ...     opt.step()
         ...     sched.step()
         >>> lrs
-        [0.025, 0.05, 0.075, 0.1, 0.1]
+        [0.025, 0.05, 0.075, 0.1, 0.1, 0.1]
 
     References:
         Goyal et al. "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", 2017.
@@ -90,6 +96,16 @@ def untuned_warmup(optimizer: Optimizer, beta2: float | None = None) -> LambdaLR
     Args:
         optimizer: an optimizer whose param groups have ``betas`` (Adam, RAdam, Ranger, LAMB ...).
         beta2: the second-moment rate; None reads it from the optimizer's groups (they must agree).
+
+    Examples:
+        ``beta2 = 0.99`` gives a warmup of ``2 / (1 - 0.99) = 200`` steps, starting at lr/200:
+
+        >>> import torch
+        >>> import rangerlab
+        >>> opt = rangerlab.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, betas=(0.9, 0.99))
+        >>> sched = untuned_warmup(opt)
+        >>> opt.param_groups[0]["lr"]
+        5e-06
 
     References:
         Ma, Yarats. "On the adequacy of untuned warmup for adaptive optimization", AAAI 2021.
@@ -118,6 +134,15 @@ def flat_cosine(optimizer: Optimizer, total_steps: int, flat_fraction: float = 0
         optimizer: any torch optimizer.
         total_steps: the length of the run, in scheduler steps.
         flat_fraction: the flat part, in [0, 1].
+
+    Examples:
+        The factor of steps 0 to 5: flat for ``D = 2`` steps, then a cosine to 0 at step 5.
+
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        >>> factor = flat_cosine(opt, total_steps=5, flat_fraction=0.4).lr_lambdas[0]
+        >>> [round(factor(t), 2) for t in range(6)]
+        [1.0, 1.0, 1.0, 0.75, 0.25, 0.0]
 
     References:
         Wright, Ranger (github.com/lessw2020/Ranger-Deep-Learning-Optimizer), 2019; the flat +
@@ -148,6 +173,15 @@ def warmup_cosine(
         warmup_steps: ``W >= 0``.
         total_steps: ``T >= W``.
         min_lr: the final lr, at most every group's lr.
+
+    Examples:
+        The lr of steps 0 to 5: warmup over 2 steps, then a cosine from 0.1 to 0.01 at step 5.
+
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        >>> factor = warmup_cosine(opt, warmup_steps=2, total_steps=5, min_lr=0.01).lr_lambdas[0]
+        >>> [round(0.1 * factor(t), 4) for t in range(6)]
+        [0.05, 0.1, 0.1, 0.0775, 0.0325, 0.01]
 
     References:
         Loshchilov, Hutter. "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017;

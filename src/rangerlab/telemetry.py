@@ -29,7 +29,7 @@ Quantities (all in the weights' working precision, float32 for bf16/fp16 weights
 ============================ ================================================================
 
 Names: a group built from ``model.named_parameters()`` (torch keeps them as ``param_names``) or
-by :func:`rangerlab.create_optimizer` from a module names its tensors; :func:`name_parameters`
+by `rangerlab.create_optimizer` from a module names its tensors; `name_parameters`
 names any other optimizer's; otherwise a tensor is ``group<i>.param<j>``.
 
 Sampling: ``telemetry=N`` (a positive int) records the per-layer quantities on every ``N``-th
@@ -106,7 +106,7 @@ class Recorder:
 
 
 def recorder(optimizer: torch.optim.Optimizer) -> Recorder:
-    """The optimizer's :class:`Recorder`, created on first use (kept out of pickles and copies)."""
+    """The optimizer's `Recorder`, created on first use (kept out of pickles and copies)."""
     rec = optimizer.__dict__.get("_telemetry_recorder")
     if rec is None:
         rec = Recorder()
@@ -237,7 +237,7 @@ class ForeignStep:
 
 
 class _Probe(Transform):
-    """Base of the two links :func:`probed` puts around a chain when telemetry is on."""
+    """Base of the two links `probed` puts around a chain when telemetry is on."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, group_index: int, shared: dict):
         self.optimizer = optimizer

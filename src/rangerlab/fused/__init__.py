@@ -19,13 +19,13 @@ operation) makes about ten such passes. The options weighed:
 
 We use the C++ kernels. The build (about a minute on 2 cores, announced once on stderr) happens
 at the first fused step, or ahead of time with ``python -m rangerlab.fused``, and is reused by
-every later process (:mod:`._build`: the cache key, the lock); :data:`_build.build_seconds`
+every later process (`._build`: the cache key, the lock); `_build.build_seconds`
 reports it. The kernels follow the reference transforms operation by operation, so the two paths
 agree to rounding and keep the same state keys (a checkpoint moves between them).
 
 When it runs: for a bucket whose group has ``fused=True``, or ``fused=None`` with ``foreach=None``
 (an explicit ``foreach`` asks for the reference path, as in torch), if the group's chain has a
-kernel (:func:`kernel_for`) and the tensors are contiguous float32/float64 CPU tensors (bf16/fp16
+kernel (`kernel_for`) and the tensors are contiguous float32/float64 CPU tensors (bf16/fp16
 weights arrive as float32 working copies; their gradients are converted). ``fused=True`` raises a
 clear error where that does not hold; ``fused=None`` quietly takes the reference path, also when
 the kernels cannot be built (no C++ compiler), after one warning.

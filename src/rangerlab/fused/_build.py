@@ -35,7 +35,7 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-m
 NAME = "rangerlab_fused"
 PREBUILD = "python -m rangerlab.fused"
 
-#: Seconds the last :func:`load` spent compiling (0.0 when the cached build was reused).
+#: Seconds the last `load` spent compiling (0.0 when the cached build was reused).
 build_seconds = 0.0
 
 _ops: object | None = None

@@ -1,6 +1,6 @@
 """Telemetry where users already look: TensorBoard, Lightning and the Hugging Face Trainer.
 
-* :func:`log_telemetry` writes an optimizer's telemetry to a TensorBoard ``SummaryWriter`` (or
+* `log_telemetry` writes an optimizer's telemetry to a TensorBoard ``SummaryWriter`` (or
   anything with ``add_scalar``);
 * ``rangerlab.loggers.lightning.TelemetryCallback`` logs it to a Lightning Trainer's loggers;
 * ``rangerlab.loggers.huggingface.TelemetryCallback`` adds it to a ``transformers.Trainer``'s log
@@ -9,8 +9,8 @@
 Each logs under ``rangerlab/<quantity>/<parameter name>`` (``rangerlab/trust_ratio/layer1.0.conv1
 .weight``) every ``every_n_steps`` optimizer steps, the values being the means over those steps,
 and keeps the records (``{"step": step, "<quantity>/<name>": value, ...}``) in ``.records`` for
-:func:`rangerlab.plot_telemetry`. The optimizer needs ``telemetry=True`` (see
-:mod:`rangerlab.telemetry`); the callbacks name its tensors after the model they train.
+`rangerlab.plot_telemetry`. The optimizer needs ``telemetry=True`` (see
+`rangerlab.telemetry`); the callbacks name its tensors after the model they train.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""rangerlab's optimizers: the :class:`Chain` adapter, the presets and the Lookahead wrapper."""
+"""rangerlab's optimizers: the `Chain` adapter, the presets and the Lookahead wrapper."""
 
 from .adam import Adam
 from .chain import Chain

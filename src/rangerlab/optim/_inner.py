@@ -1,4 +1,4 @@
-"""Stepping a wrapped optimizer as a part of its wrapper's step (for :class:`Lookahead`).
+"""Stepping a wrapped optimizer as a part of its wrapper's step (for `Lookahead`).
 
 torch runs the global step hooks (``register_optimizer_step_pre_hook``/``post_hook``) around
 every ``Optimizer.step``. A wrapper that calls its wrapped optimizer's ``step`` would fire them

@@ -1,4 +1,4 @@
-"""State-dict checks and dtype policy shared by :class:`Chain` and :class:`Lookahead`."""
+"""State-dict checks and dtype policy shared by `Chain` and `Lookahead`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class RealViews:
     torch's rule for complex parameters: each is optimized exactly as its real view (a trailing
     dimension of 2 for the real and imaginary parts), which is what the transforms and kernels
     see through this class. State stays complex, as torch keeps it (a torch checkpoint loads);
-    :meth:`commit` stores state that the step created or replaced back in complex form.
+    `commit` stores state that the step created or replaced back in complex form.
     """
 
     def __init__(self, weights: list[Tensor], grads: list[Tensor], states: list[dict]):
@@ -147,7 +147,7 @@ def _sharding(tensor: Tensor) -> str:
 def cast_state(param: Tensor, entry: Mapping[str, Any], keys: Iterable[str] | None = None) -> dict:
     """Copy saved per-parameter state onto ``param``'s device with rangerlab's dtype policy.
 
-    Floating tensors (``keys`` only, or all but ``step`` when None) become :func:`state_dtype`
+    Floating tensors (``keys`` only, or all but ``step`` when None) become ``state_dtype``
     (float32 for low-precision weights, where torch's loader would round them to bf16), complex
     state stays complex (as torch keeps it); ``step`` is a CPU float32 counter, also when it was
     saved as a Python number.

@@ -18,11 +18,12 @@ def adam_chain(group: dict) -> list:
 class Adam(Chain):
     """Adam, or AdamW with ``decoupled_weight_decay=True``; torch.optim.Adam/AdamW's trajectory.
 
-    .. math::
-        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g,\\quad
-        v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g^2,\\quad
-        w \\leftarrow w - \\text{lr}\\,
-        \\frac{m_t/(1-\\beta_1^t)}{\\sqrt{v_t/(1-\\beta_2^t)}+\\epsilon}
+    $$
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g,\\quad
+    v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g^2,\\quad
+    w \\leftarrow w - \\text{lr}\\,
+    \\frac{m_t/(1-\\beta_1^t)}{\\sqrt{v_t/(1-\\beta_2^t)}+\\epsilon}
+    $$
 
     Weight decay ``lambda`` is added to ``g`` (L2) or, decoupled, as ``w <- w - lr*lambda*w``.
     With ``gc=True`` the raw gradient is centralized first.
@@ -35,10 +36,15 @@ class Adam(Chain):
         weight_decay: ``lambda``.
         decoupled_weight_decay: AdamW's decay instead of L2.
         gc: Gradient Centralization.
-        foreach, fused, master_weights, skip_nonfinite, telemetry: see
-            :class:`rangerlab.Chain`.
+        foreach: torch's meaning (``False``: a per-tensor loop); see [`Chain`][rangerlab.Chain].
+        fused: ``True`` insists on the fused step; ``None`` takes it where there is one.
+        master_weights: keep float32 copies of bf16/fp16 weights in the state.
+        skip_nonfinite: skip a step whose gradients hold inf or NaN.
+        telemetry: record per-parameter quantities (norms, trust ratios, adaptive-lr statistics)
+            each step, or every N-th step for an int N; read with
+            [`telemetry()`][rangerlab.Chain.telemetry].
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> w.grad = torch.tensor([2.0])

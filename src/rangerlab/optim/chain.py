@@ -64,9 +64,9 @@ class Chain(Optimizer):
 
     Args:
         params: parameters or param groups, as for any torch optimizer.
-        transforms: a sequence of :class:`~rangerlab.transforms.Transform`, or a function from a
-            param group to one (the presets use it to pick, e.g., coupled or decoupled weight decay
-            per group).
+        transforms: a sequence of [`Transform`][rangerlab.transforms.Transform], or a function
+            from a param group to one (the presets use it to pick, e.g., coupled or decoupled
+            weight decay per group).
         **hyperparameters: group defaults. For a sequence, the keys its transforms declare
             (their declared defaults fill the rest) plus ``lr`` (default 1e-3), ``foreach``,
             ``fused``, ``master_weights``, ``skip_nonfinite`` and ``telemetry``.
@@ -76,17 +76,28 @@ class Chain(Optimizer):
     (``master_param``) so updates below bf16's resolution accumulate instead of being lost.
 
     ``skip_nonfinite=True`` skips a whole step whose gradients hold inf or NaN (one host
-    synchronisation per step), sets :attr:`last_step_skipped`, counts it in
-    :attr:`skipped_steps` and warns once. With the default ``False`` torch's semantics hold (the
+    synchronisation per step), sets ``last_step_skipped``, counts it in ``skipped_steps`` and
+    warns once. With the default ``False`` torch's semantics hold (the
     step is taken).
 
-    Example (LAMB, built without a new class)::
+    ``foreach`` and ``fused`` have torch's meaning: with both None, the fused C++ step runs where
+    the chain is a known composition and the tensors allow it, else the foreach kernels;
+    ``fused=True`` insists on the fused step, ``foreach=True/False`` asks for the reference path.
 
-        from rangerlab import Chain
-        from rangerlab.transforms import scale_by_adam, add_decayed_weights, scale_by_trust_ratio
-        lamb = Chain(model.parameters(),
-                     [scale_by_adam(), add_decayed_weights(), scale_by_trust_ratio()],
-                     lr=1e-3, weight_decay=0.01)
+    Examples:
+        LAMB, built without a new class: ``||w|| = 5`` and Adam's first direction is ``sign(g)``,
+        so the step is ``lr * 5`` along it.
+
+        >>> import torch
+        >>> from rangerlab.transforms import (add_decayed_weights, scale_by_adam,
+        ...                                   scale_by_trust_ratio)
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+        >>> w.grad = torch.tensor([1.0, 0.0])
+        >>> lamb = Chain([w], [scale_by_adam(), add_decayed_weights(), scale_by_trust_ratio()],
+        ...              lr=0.1, weight_decay=0.0)
+        >>> lamb.step()
+        >>> w.detach()
+        tensor([2.5000, 4.0000])
     """
 
     def __init__(self, params: Iterable, transforms: ChainSpec, /, **hyperparameters: Any):
@@ -158,7 +169,7 @@ class Chain(Optimizer):
     def telemetry(self, reset: bool = True) -> dict[str, float]:
         """Per-layer telemetry since the last read, as ``{"quantity/name": mean}``.
 
-        See :mod:`rangerlab.telemetry` for the quantities; ``reset=False`` keeps the interval open.
+        See `rangerlab.telemetry` for the quantities; ``reset=False`` keeps the interval open.
         """
         return telemetry.read(self, reset)
 

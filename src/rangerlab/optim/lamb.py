@@ -18,13 +18,16 @@ class LAMB(Chain):
 
     With Adam's bias-corrected direction ``a = m_hat / (sqrt(v_hat) + eps)``:
 
-    .. math::
-        u = a + \\lambda w,\\quad
-        r = \\frac{\\min(\\|w\\|, \\text{max\\_weight\\_norm})}{\\|u\\|},\\quad
-        w \\leftarrow w - \\text{lr}\\, r\\, u
+    $$
+    u = a + \\lambda w,\\quad
+    r = \\frac{\\min(\\|w\\|, c)}{\\|u\\|},\\quad
+    w \\leftarrow w - \\text{lr}\\, r\\, u
+    $$
 
-    ``r`` is 1 where either norm is 0, and in a group whose ``trust_ratio`` is false (biases and
-    norm weights, see :func:`rangerlab.create_optimizer`), which makes that group AdamW.
+    with ``c = max_weight_norm`` (no cap when it is None). ``r`` is 1 where either norm is 0, and
+    in a group whose ``trust_ratio`` is false (biases and norm weights, see
+    [`create_optimizer`][rangerlab.create_optimizer]), which makes that group AdamW. The chain is
+    ``[centralize(), scale_by_adam(), add_decayed_weights(), scale_by_trust_ratio()]``.
 
     Args:
         params: parameters or param groups.
@@ -34,8 +37,13 @@ class LAMB(Chain):
         weight_decay: ``lambda``, added to the direction before the trust ratio.
         max_weight_norm: cap on ``||w||`` in the ratio (None: no cap).
         gc: Gradient Centralization of the raw gradient.
-        foreach, fused, master_weights, skip_nonfinite, telemetry: see
-            :class:`rangerlab.Chain`.
+        foreach: torch's meaning (``False``: a per-tensor loop); see [`Chain`][rangerlab.Chain].
+        fused: ``True`` insists on the fused step; ``None`` takes it where there is one.
+        master_weights: keep float32 copies of bf16/fp16 weights in the state.
+        skip_nonfinite: skip a step whose gradients hold inf or NaN.
+        telemetry: record per-parameter quantities (norms, trust ratios, adaptive-lr statistics)
+            each step, or every N-th step for an int N; read with
+            [`telemetry()`][rangerlab.Chain.telemetry].
 
     Examples:
         >>> import torch

@@ -18,14 +18,17 @@ class LARS(Chain):
 
     Per tensor (in a group whose ``trust_ratio`` is true, the default):
 
-    .. math::
-        \\text{trust} = \\eta\\frac{\\|w\\|}{\\|g\\|+\\lambda\\|w\\|+\\epsilon},\\quad
-        d = \\text{trust}\\,(g + \\lambda w),\\quad v_1 = d,\\quad
-        v_t = \\mu v_{t-1} + (1-\\tau) d,\\quad w \\leftarrow w - \\text{lr}\\, v_t
+    $$
+    \\text{trust} = \\eta\\frac{\\|w\\|}{\\|g\\|+\\lambda\\|w\\|+\\epsilon},\\quad
+    d = \\text{trust}\\,(g + \\lambda w),\\quad v_1 = d,\\quad
+    v_t = \\mu v_{t-1} + (1-\\tau) d,\\quad w \\leftarrow w - \\text{lr}\\, v_t
+    $$
 
     ``trust`` is 1 where ``||w||`` or ``||g||`` is 0; ``clip`` makes it ``min(trust/lr, 1)``;
     ``nesterov`` uses ``d + mu*v_t``. Without ``trust_ratio`` the trust factor is dropped (the
-    SimCLR convention for biases and norm weights, see :func:`rangerlab.create_optimizer`).
+    SimCLR convention for biases and norm weights, see
+    [`create_optimizer`][rangerlab.create_optimizer]). The chain is
+    ``[centralize(), scale_by_lars(), momentum()]``.
 
     Args:
         params: parameters or param groups.
@@ -39,10 +42,15 @@ class LARS(Chain):
         eps: added to the trust ratio's denominator.
         clip: LARC clipping.
         gc: Gradient Centralization (``g`` is the centralized gradient).
-        foreach, fused, master_weights, skip_nonfinite, telemetry: see
-            :class:`rangerlab.Chain`.
+        foreach: torch's meaning (``False``: a per-tensor loop); see [`Chain`][rangerlab.Chain].
+        fused: ``True`` insists on the fused step; ``None`` takes it where there is one.
+        master_weights: keep float32 copies of bf16/fp16 weights in the state.
+        skip_nonfinite: skip a step whose gradients hold inf or NaN.
+        telemetry: record per-parameter quantities (norms, trust ratios, adaptive-lr statistics)
+            each step, or every N-th step for an int N; read with
+            [`telemetry()`][rangerlab.Chain.telemetry].
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
         >>> w.grad = torch.tensor([0.0, 1.0])

@@ -30,19 +30,20 @@ class Lookahead(Optimizer):
     of each parameter taken at the first ``step()``, before that step's update
     (``phi_0 = theta_0``). After every ``k``-th step:
 
-    .. math::
-        \\phi \\leftarrow \\phi + \\alpha(\\theta - \\phi),\\qquad \\theta \\leftarrow \\phi
+    $$
+    \\phi \\leftarrow \\phi + \\alpha(\\theta - \\phi),\\qquad \\theta \\leftarrow \\phi
+    $$
 
     One step counter per optimizer (kept in every param group as ``lookahead_step``). The wrapper
     shares the wrapped optimizer's ``param_groups``, so LR schedulers and ``GradScaler`` drive it
     directly; ``k`` and ``alpha`` are per-group settings. ``state_dict()`` is the wrapped
     optimizer's, with each parameter's slow weights added as ``slow_param`` (and any entries of
-    :attr:`state` not keyed by a parameter, as torch keeps them).
+    `state` not keyed by a parameter, as torch keeps them).
 
     As one optimizer: global step hooks fire once per ``step()``; a step the wrapped optimizer
     skips (``last_step_skipped``, or inf/NaN under GradScaler's in-step unscaling, which is
     forwarded where the wrapped optimizer supports it) moves no counter and sets
-    :attr:`last_step_skipped`; a step with no gradients at all changes nothing.
+    `last_step_skipped`; a step with no gradients at all changes nothing.
 
     Args:
         optimizer: the optimizer to wrap.
@@ -50,11 +51,24 @@ class Lookahead(Optimizer):
         alpha: slow step size, in (0, 1].
         telemetry: record ``||fast - slow||`` at each sync, and turn on the wrapped rangerlab
             optimizer's telemetry (for another optimizer: ``||w||``, ``||g||`` and the step's
-            ``||Δw||``, measured around its step); read with :meth:`telemetry`. An int ``N``
-            records on every ``N``-th step (see :mod:`rangerlab.telemetry`).
+            ``||Δw||``, measured around its step); read with `telemetry`. An int ``N``
+            records on every ``N``-th step (see `rangerlab.telemetry`).
 
-    Example (the paper's path on f(x) = x with SGD(lr=1), k=3, alpha=0.5, from x=3):
-        x: 3 -> 2 -> 1 -> 0, sync to 1.5 -> 0.5 -> -0.5 -> -1.5, sync to 0.
+    Examples:
+        The paper's path on ``f(x) = x`` with ``SGD(lr=1)``, ``k=3``, ``alpha=0.5``, from
+        ``x = 3``: 2, 1, 0 (sync to 1.5), 0.5, -0.5, -1.5 (sync to 0).
+
+        >>> import torch
+        >>> x = torch.nn.Parameter(torch.tensor(3.0))
+        >>> opt = Lookahead(torch.optim.SGD([x], lr=1.0), k=3, alpha=0.5)
+        >>> path = []
+        >>> for _ in range(6):
+        ...     opt.zero_grad()
+        ...     x.backward()  # f(x) = x: the gradient is 1
+        ...     _ = opt.step()
+        ...     path.append(x.item())
+        >>> path
+        [2.0, 1.0, 1.5, 0.5, -0.5, 0.0]
 
     References:
         Zhang, Lucas, Hinton, Ba. "Lookahead Optimizer: k steps forward, 1 step back",
@@ -227,7 +241,7 @@ class Lookahead(Optimizer):
         return _state.run_state_dict_hooks(self, build)
 
     def consolidate_state_dict(self, to: int = 0) -> None:
-        """Gather a wrapped ZeroRedundancyOptimizer's state on rank ``to``, for :meth:`state_dict`.
+        """Gather a wrapped ZeroRedundancyOptimizer's state on rank ``to``, for ``state_dict()``.
 
         The slow weights need no gathering: every rank keeps them for all parameters.
         """
@@ -240,7 +254,7 @@ class Lookahead(Optimizer):
         consolidate(to=to)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a :meth:`state_dict`; a state dict that does not fit raises and changes nothing."""
+        """Load a ``state_dict()``; a state dict that does not fit raises and changes nothing."""
         state_dict = dict(state_dict)
         for hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = hook(self, state_dict)

@@ -18,16 +18,18 @@ def radam_chain(group: dict) -> list:
 class RAdam(Chain):
     """Rectified Adam; torch.optim.RAdam's trajectory.
 
-    With Adam's moments, ``m_hat = m_t/(1-beta1^t)``, and the rectifier ``r_t`` of
-    :func:`rangerlab.transforms.rectification`:
+    With Adam's moments ``m_t``, ``v_t``, the bias-corrected momentum
+    ``m_hat = m_t/(1-beta1^t)`` and the rectifier ``r_t`` of
+    [`rectification`][rangerlab.transforms.rectification]:
 
-    .. math::
-        w \\leftarrow w - \\text{lr}\\cdot\\begin{cases}
-        m\\_hat & \\rho_t \\le 5 \\text{ (first steps: bias-corrected momentum)}\\\\
-        r_t\\, m\\_hat\\, \\sqrt{1-\\beta_2^t} / (\\sqrt{v_t}+\\epsilon) & \\text{otherwise}
-        \\end{cases}
+    $$
+    w \\leftarrow w - \\text{lr}\\cdot\\begin{cases}
+    \\hat m_t & \\rho_t \\le 5 \\text{ (first steps: bias-corrected momentum)}\\\\
+    r_t\\, \\hat m_t\\, \\sqrt{1-\\beta_2^t} / (\\sqrt{v_t}+\\epsilon) & \\text{otherwise}
+    \\end{cases}
+    $$
 
-    The rectifier replaces a hand-tuned warmup. Weight decay as in :class:`Adam`.
+    The rectifier replaces a hand-tuned warmup. Weight decay as in [`Adam`][rangerlab.Adam].
 
     Args:
         params: parameters or param groups.
@@ -37,10 +39,15 @@ class RAdam(Chain):
         weight_decay: ``lambda``.
         decoupled_weight_decay: decoupled decay (``w <- w - lr*lambda*w``) instead of L2.
         gc: Gradient Centralization.
-        foreach, fused, master_weights, skip_nonfinite, telemetry: see
-            :class:`rangerlab.Chain`.
+        foreach: torch's meaning (``False``: a per-tensor loop); see [`Chain`][rangerlab.Chain].
+        fused: ``True`` insists on the fused step; ``None`` takes it where there is one.
+        master_weights: keep float32 copies of bf16/fp16 weights in the state.
+        skip_nonfinite: skip a step whose gradients hold inf or NaN.
+        telemetry: record per-parameter quantities (norms, trust ratios, adaptive-lr statistics)
+            each step, or every N-th step for an int N; read with
+            [`telemetry()`][rangerlab.Chain.telemetry].
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> w.grad = torch.tensor([2.0])

@@ -28,8 +28,15 @@ class Ranger(Chain):
 
     ``Ranger(p, lr, betas, eps, weight_decay, k, alpha, gc)`` follows exactly the trajectory of
     ``Lookahead(RAdam(p, lr, betas, eps, weight_decay, decoupled_weight_decay=True, gc=gc), k,
-    alpha)``: RAdam steps on the fast weights and, every ``k`` steps,
-    ``slow <- slow + alpha (fast - slow)``, ``fast <- slow``.
+    alpha)``: [`RAdam`][rangerlab.RAdam] steps on the fast weights ``theta`` and, after every
+    ``k``-th step, the slow weights ``phi`` (a copy of the weights at the first step) move:
+
+    $$
+    \\phi \\leftarrow \\phi + \\alpha(\\theta - \\phi),\\qquad \\theta \\leftarrow \\phi
+    $$
+
+    The chain is ``[centralize(), scale_by_radam(), add_decayed_weights(), lookahead()]``.
+    ``with opt.slow_weights(): ...`` evaluates on the slow weights.
 
     Args:
         params: parameters or param groups.
@@ -40,12 +47,15 @@ class Ranger(Chain):
         k: Lookahead's synchronisation period.
         alpha: Lookahead's slow step size.
         gc: Gradient Centralization (on by default, as in Ranger 20.9).
-        foreach, fused, master_weights, skip_nonfinite, telemetry: see
-            :class:`rangerlab.Chain`.
+        foreach: torch's meaning (``False``: a per-tensor loop); see [`Chain`][rangerlab.Chain].
+        fused: ``True`` insists on the fused step; ``None`` takes it where there is one.
+        master_weights: keep float32 copies of bf16/fp16 weights in the state.
+        skip_nonfinite: skip a step whose gradients hold inf or NaN.
+        telemetry: record per-parameter quantities (norms, trust ratios, adaptive-lr statistics)
+            each step, or every N-th step for an int N; read with
+            [`telemetry()`][rangerlab.Chain.telemetry].
 
-    ``with opt.slow_weights(): ...`` evaluates on the slow weights.
-
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> w.grad = torch.tensor([2.0])
@@ -85,23 +95,38 @@ class RangerLARS(Chain):
 
     Per tensor, with RAdam's direction ``u`` (its displacement over lr, no decay):
 
-    .. math::
-        u \\leftarrow u + \\lambda w,\\quad
-        r = \\frac{\\min(\\|w\\|, \\text{max\\_weight\\_norm})}{\\|u\\|},\\quad
-        w \\leftarrow w - \\text{lr}\\, r\\, u
+    $$
+    u \\leftarrow u + \\lambda w,\\quad
+    r = \\frac{\\min(\\|w\\|, c)}{\\|u\\|},\\quad
+    w \\leftarrow w - \\text{lr}\\, r\\, u
+    $$
 
-    (``r`` is 1 where either norm is 0), after Gradient Centralization and under Lookahead(k,
-    alpha). Unlike the over9000 original, ``r`` divides by the norm of the update, not of the
-    updated weights (which made its ratio about 1).
+    with ``c = max_weight_norm`` (no cap when it is None; ``r`` is 1 where either norm is 0),
+    after Gradient Centralization and under Lookahead(k, alpha) as in
+    [`Ranger`][rangerlab.Ranger]. Unlike the over9000 original, ``r`` divides by the norm of the
+    update, not of the updated weights (which made its ratio about 1). The chain is
+    ``[centralize(), scale_by_radam(), add_decayed_weights(), scale_by_trust_ratio(),
+    lookahead()]``.
 
     Args:
         params: parameters or param groups.
-        lr, betas, eps, weight_decay, k, alpha, gc: as :class:`Ranger`.
+        lr: learning rate.
+        betas: RAdam's ``(beta1, beta2)``; the default beta1 is 0.95, as in Ranger.
+        eps: RAdam's epsilon.
+        weight_decay: ``lambda``, added to RAdam's direction before the trust ratio.
+        k: Lookahead's synchronisation period.
+        alpha: Lookahead's slow step size.
+        gc: Gradient Centralization (on by default).
         max_weight_norm: cap on ``||w||`` in the ratio (None: no cap).
-        foreach, fused, master_weights, skip_nonfinite, telemetry: see
-            :class:`rangerlab.Chain`.
+        foreach: torch's meaning (``False``: a per-tensor loop); see [`Chain`][rangerlab.Chain].
+        fused: ``True`` insists on the fused step; ``None`` takes it where there is one.
+        master_weights: keep float32 copies of bf16/fp16 weights in the state.
+        skip_nonfinite: skip a step whose gradients hold inf or NaN.
+        telemetry: record per-parameter quantities (norms, trust ratios, adaptive-lr statistics)
+            each step, or every N-th step for an int N; read with
+            [`telemetry()`][rangerlab.Chain.telemetry].
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
         >>> w.grad = torch.tensor([1.0, 0.0])
@@ -111,7 +136,7 @@ class RangerLARS(Chain):
 
     References:
         You et al. ICLR 2020 (LAMB, arXiv:1904.00962); Grankin, over9000
-        (github.com/mgrankin/over9000), 2019; and the references of :class:`Ranger`.
+        (github.com/mgrankin/over9000), 2019; and the references of [`Ranger`][rangerlab.Ranger].
     """
 
     def __init__(

@@ -16,11 +16,14 @@ def sgd_chain(group: dict) -> list:
 class SGD(Chain):
     """Stochastic gradient descent with (Nesterov) momentum; torch.optim.SGD's trajectory.
 
-    .. math::
-        d = g + \\lambda w,\\quad v_1 = d,\\quad v_t = \\mu v_{t-1} + (1-\\tau) d,\\quad
-        w \\leftarrow w - \\text{lr}\\,(v_t \\text{ or, with nesterov, } d + \\mu v_t)
+    $$
+    d = g + \\lambda w,\\quad v_1 = d,\\quad v_t = \\mu v_{t-1} + (1-\\tau) d,\\quad
+    w \\leftarrow w - \\text{lr}\\,(v_t \\text{ or, with nesterov, } d + \\mu v_t)
+    $$
 
-    With ``gc=True``, ``g`` is first centralized (:func:`rangerlab.transforms.centralized`).
+    With ``gc=True``, ``g`` is first centralized
+    ([`centralized`][rangerlab.transforms.centralized]). The chain is
+    ``[centralize(), add_decayed_weights(), momentum()]``.
 
     Args:
         params: parameters or param groups.
@@ -30,10 +33,15 @@ class SGD(Chain):
         weight_decay: ``lambda`` (L2, added to the gradient).
         nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
         gc: Gradient Centralization.
-        foreach, fused, master_weights, skip_nonfinite, telemetry: see
-            :class:`rangerlab.Chain`.
+        foreach: torch's meaning (``False``: a per-tensor loop); see [`Chain`][rangerlab.Chain].
+        fused: ``True`` insists on the fused step; ``None`` takes it where there is one.
+        master_weights: keep float32 copies of bf16/fp16 weights in the state.
+        skip_nonfinite: skip a step whose gradients hold inf or NaN.
+        telemetry: record per-parameter quantities (norms, trust ratios, adaptive-lr statistics)
+            each step, or every N-th step for an int N; read with
+            [`telemetry()`][rangerlab.Chain.telemetry].
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> w.grad = torch.tensor([2.0])

@@ -1,4 +1,4 @@
-"""Composable pieces of update rules. Chain them with :class:`rangerlab.Chain`.
+"""Composable pieces of update rules. Chain them with [`Chain`][rangerlab.Chain].
 
 Each transform reads its hyperparameters from the param group and is applied to lists of tensors.
 The order of a chain is the algorithm, e.g. LAMB is

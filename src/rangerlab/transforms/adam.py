@@ -72,10 +72,21 @@ class AdamMoments(Transform):
 class ScaleByAdam(AdamMoments):
     """Adam's direction, exactly as torch.optim.Adam computes it.
 
-    .. math::
-        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) u_t,\\quad
-        v_t = \\beta_2 v_{t-1} + (1-\\beta_2) u_t^2,\\quad
-        u \\leftarrow \\frac{m_t / (1-\\beta_1^t)}{\\sqrt{v_t / (1-\\beta_2^t)} + \\epsilon}
+    $$
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) u_t,\\quad
+    v_t = \\beta_2 v_{t-1} + (1-\\beta_2) u_t^2,\\quad
+    u \\leftarrow \\frac{m_t / (1-\\beta_1^t)}{\\sqrt{v_t / (1-\\beta_2^t)} + \\epsilon}
+    $$
+
+    Param-group keys (with defaults): ``betas`` (``(0.9, 0.999)``), ``(beta1, beta2)`` above;
+    ``eps`` (1e-8).
+
+    State: ``exp_avg`` and ``exp_avg_sq`` (``m`` and ``v``; torch's names, so a torch.optim.Adam
+    state dict loads).
+
+    Examples:
+        >>> ScaleByAdam.hyperparams, ScaleByAdam.state_keys
+        ({'betas': (0.9, 0.999), 'eps': 1e-08}, ('exp_avg', 'exp_avg_sq'))
 
     References:
         Kingma, Ba. "Adam: A Method for Stochastic Optimization", ICLR 2015. arXiv:1412.6980.
@@ -97,5 +108,24 @@ class ScaleByAdam(AdamMoments):
 
 
 def scale_by_adam() -> ScaleByAdam:
-    """Adam moments transform; see :class:`ScaleByAdam`."""
+    """Adam's direction as a link of a chain; ``[scale_by_adam()]`` alone is torch's Adam.
+
+    Returns:
+        A new [`ScaleByAdam`][rangerlab.transforms.ScaleByAdam]; it reads ``betas`` (default
+        ``(0.9, 0.999)``) and ``eps`` (1e-8) from the param group.
+
+    Examples:
+        Adam's first step moves each weight by ``lr`` against the sign of its gradient:
+
+        >>> import torch
+        >>> from rangerlab import Chain
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> w.grad = torch.tensor([2.0, -0.5])
+        >>> Chain([w], [scale_by_adam()], lr=0.1).step()
+        >>> w.detach()
+        tensor([0.9000, 1.1000])
+
+    References:
+        Kingma, Ba. "Adam: A Method for Stochastic Optimization", ICLR 2015. arXiv:1412.6980.
+    """
     return ScaleByAdam()

@@ -1,12 +1,13 @@
 """The transform protocol: one piece of an update rule, over lists of tensors.
 
-A chain of transforms turns gradients into a step. The :class:`~rangerlab.Chain` optimizer hands
-every transform the same :class:`Context` for one bucket of tensors (one device and dtype of one
-param group), runs ``update`` in chain order on a private copy of the gradients, applies
-``w -= lr * u``, then runs ``after_update`` (Lookahead's synchronisation lives there).
+A chain of transforms turns gradients into a step. The [`Chain`][rangerlab.Chain] optimizer
+hands every transform the same [`Context`][rangerlab.transforms.Context] for one bucket of tensors
+(one device and dtype of one param group), runs ``update`` in chain order on a private copy of the
+gradients, applies ``w -= lr * u``, then runs ``after_update`` (Lookahead's synchronisation lives
+there).
 
 Hyperparameters are never stored on a transform: it declares the param-group keys it reads, with
-defaults, in :attr:`Transform.hyperparams`, and reads their current values from ``ctx.group``. So
+defaults, in ``Transform.hyperparams``, and reads their current values from ``ctx.group``. So
 LR schedulers, per-group settings and ``state_dict`` all work unchanged.
 """
 
@@ -33,7 +34,21 @@ class Context:
         steps: per-tensor step number, 1 at a tensor's first update (as torch.optim counts).
         ops: the list operations to use (foreach kernels or a per-tensor loop).
         telemetry: where the transform records its quantities (``telemetry.add(quantity,
-            values)``, see :mod:`rangerlab.telemetry`), or None when telemetry is off.
+            values)``, see `rangerlab.telemetry`), or None when telemetry is off.
+
+    Examples:
+        A transform that prints what it sees, then leaves the update as it is:
+
+        >>> import torch
+        >>> from rangerlab import Chain
+        >>> class Show(Transform):
+        ...     def update(self, updates, ctx):
+        ...         print(ctx.steps, ctx.group["lr"], [p.tolist() for p in ctx.params])
+        ...         return updates
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> w.grad = torch.tensor([1.0])
+        >>> Chain([w], [Show()], lr=0.5).step()
+        [1] 0.5 [[1.0]]
     """
 
     group: dict[str, Any]
@@ -51,16 +66,37 @@ class Context:
 class Transform:
     """Base class of the chain's pieces.
 
-    Subclasses override what they need:
+    A chain ``[t_1, ..., t_n]`` makes the step
+
+    $$
+    u \\leftarrow t_n(\\cdots t_1(g)),\\qquad w \\leftarrow w - \\text{lr}\\, u
+    $$
+
+    then runs each ``after_update``. Subclasses override what they need:
 
     * ``hyperparams``: param-group keys read by the transform, with their defaults;
-    * ``state_keys`` and :meth:`init`: per-tensor state, created before the tensor's first update;
-    * :meth:`init_group`: group-level state, set when a param group joins the optimizer;
-    * :meth:`begin_step`: once per param group per optimizer step in which some parameter of the
+    * ``state_keys`` and ``init``: per-tensor state, created before the tensor's first update;
+    * ``init_group``: group-level state, set when a param group joins the optimizer;
+    * ``begin_step``: once per param group per optimizer step in which some parameter of the
       optimizer has a gradient (a step with no gradients at all changes nothing);
-    * :meth:`update`: rewrite the update direction ``u`` (a private list the transform may change
+    * ``update``: rewrite the update direction ``u`` (a private list the transform may change
       in place) and return it;
-    * :meth:`after_update`: act on the weights after ``w -= lr * u``.
+    * ``after_update``: act on the weights after ``w -= lr * u``.
+
+    Examples:
+        signSGD as a one-link chain, with its own group key:
+
+        >>> import torch
+        >>> from rangerlab import Chain
+        >>> class ScaleBySign(Transform):
+        ...     hyperparams = {"scale": 1.0}
+        ...     def update(self, updates, ctx):
+        ...         return [ctx.group["scale"] * u.sign() for u in updates]
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> w.grad = torch.tensor([0.3, -2.0])
+        >>> Chain([w], [ScaleBySign()], lr=0.1, scale=2.0).step()
+        >>> w.detach()
+        tensor([0.8000, 1.2000])
     """
 
     hyperparams: ClassVar[Mapping[str, Any]] = {}

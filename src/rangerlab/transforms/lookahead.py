@@ -20,7 +20,25 @@ COUNTER = "lookahead_step"
 def sync_(ops: Ops, fast: list[Tensor], slow: list[Tensor], alpha: float) -> None:
     """The Lookahead synchronisation: ``slow <- slow + alpha (fast - slow)``, then ``fast <- slow``.
 
-    Example: with ``slow = 0``, ``fast = 4`` and ``alpha = 0.5``, both become 2.
+    $$
+    \\phi \\leftarrow \\phi + \\alpha(\\theta - \\phi),\\qquad \\theta \\leftarrow \\phi
+    $$
+
+    Args:
+        ops: the list operations to use (a [`Context`][rangerlab.transforms.Context]'s ``ops``).
+        fast: the fast weights ``theta``, changed in place.
+        slow: the slow weights ``phi``, changed in place.
+        alpha: the slow step size.
+
+    Examples:
+        With ``slow = 0``, ``fast = 4`` and ``alpha = 0.5``, both become 2:
+
+        >>> import torch
+        >>> from rangerlab._ops import FOREACH
+        >>> fast, slow = [torch.tensor([4.0])], [torch.tensor([0.0])]
+        >>> sync_(FOREACH, fast, slow, 0.5)
+        >>> fast, slow
+        ([tensor([2.])], [tensor([2.])])
     """
     ops.lerp_(slow, fast, alpha)
     ops.copy_(fast, slow)
@@ -41,9 +59,19 @@ class LookaheadTransform(Transform):
 
     Slow weights ``phi`` start as a copy of the weights at a tensor's first step, before that
     step's update (the paper's ``phi_0 = theta_0``). After every ``k``-th optimizer step:
-    ``phi <- phi + alpha (theta - phi)``, ``theta <- phi``.
 
-    State: ``slow_param``. Group keys: ``k``, ``alpha`` and the shared counter ``lookahead_step``.
+    $$
+    \\phi \\leftarrow \\phi + \\alpha(\\theta - \\phi),\\qquad \\theta \\leftarrow \\phi
+    $$
+
+    Param-group keys (with defaults): ``k`` (6), ``alpha`` (0.5), and the shared step counter
+    ``lookahead_step``.
+
+    State: ``slow_param``.
+
+    Examples:
+        >>> LookaheadTransform.hyperparams, LookaheadTransform.state_keys
+        ({'k': 6, 'alpha': 0.5}, ('slow_param',))
 
     References:
         Zhang, Lucas, Hinton, Ba. "Lookahead Optimizer: k steps forward, 1 step back",
@@ -72,5 +100,25 @@ class LookaheadTransform(Transform):
 
 
 def lookahead() -> LookaheadTransform:
-    """Lookahead transform; see :class:`LookaheadTransform`."""
+    """Lookahead as the last link of a chain (it acts after the update, on the weights).
+
+    Returns:
+        A new [`LookaheadTransform`][rangerlab.transforms.LookaheadTransform]; it reads ``k``
+        (default 6) and ``alpha`` (0.5) from the param group.
+
+    Examples:
+        Gradient 1 with ``lr=1``, ``k=2``, ``alpha=0.5`` from 3: 2, 1 (sync to 2), 1, 0 (sync to 1).
+
+        >>> import torch
+        >>> from rangerlab import Chain
+        >>> w = torch.nn.Parameter(torch.tensor([3.0]))
+        >>> opt = Chain([w], [lookahead()], lr=1.0, k=2, alpha=0.5)
+        >>> path = []
+        >>> for _ in range(4):
+        ...     w.grad = torch.tensor([1.0])
+        ...     opt.step()
+        ...     path.append(w.item())
+        >>> path
+        [2.0, 2.0, 1.0, 1.0]
+    """
     return LookaheadTransform()

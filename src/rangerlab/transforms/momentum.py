@@ -10,11 +10,21 @@ from .base import Context, Transform
 class Momentum(Transform):
     """Momentum with torch.optim.SGD's exact semantics.
 
-    First step: ``v = u``. Then ``v <- momentum * v + (1 - dampening) * u``. The output is ``v``,
-    or ``u + momentum * v`` with ``nesterov``. With ``momentum == 0`` the update passes through and
-    no buffer is kept.
+    $$
+    v_1 = u_1,\\quad v_t = \\mu v_{t-1} + (1-\\tau) u_t,\\qquad
+    u_t \\leftarrow v_t \\text{ or, with nesterov, } u_t + \\mu v_t
+    $$
+
+    With ``momentum == 0`` the update passes through and no buffer is kept.
+
+    Param-group keys (with defaults): ``momentum`` (0.9), ``mu`` above; ``dampening`` (0.0),
+    ``tau``; ``nesterov`` (False).
 
     State: ``momentum_buffer`` (created at the tensor's first step from the update itself).
+
+    Examples:
+        >>> Momentum.hyperparams
+        {'momentum': 0.9, 'dampening': 0.0, 'nesterov': False}
 
     References:
         Polyak 1964; Sutskever, Martens, Dahl, Hinton. "On the importance of initialization and
@@ -47,5 +57,24 @@ class Momentum(Transform):
 
 
 def momentum() -> Momentum:
-    """Momentum transform; see :class:`Momentum`."""
+    """Heavy-ball or Nesterov momentum as a link of a chain.
+
+    Returns:
+        A new [`Momentum`][rangerlab.transforms.Momentum]; it reads ``momentum`` (default 0.9),
+        ``dampening`` (0.0) and ``nesterov`` (False) from the param group.
+
+    Examples:
+        A constant gradient 1 with ``momentum=0.5``: the buffer goes 1, 1.5, so the weight moves
+        by 0.1 and then 0.15.
+
+        >>> import torch
+        >>> from rangerlab import Chain
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = Chain([w], [momentum()], lr=0.1, momentum=0.5)
+        >>> for _ in range(2):
+        ...     w.grad = torch.tensor([1.0])
+        ...     opt.step()
+        >>> w.detach()
+        tensor([0.7500])
+    """
     return Momentum()

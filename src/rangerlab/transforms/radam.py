@@ -14,8 +14,31 @@ from .base import Context
 def rectification(step: int, beta2: float) -> float | None:
     """RAdam's variance rectification term r_t, or None while rho_t <= 5 (torch's threshold).
 
-    ``rho_inf = 2/(1-beta2) - 1``, ``rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)``,
-    ``r_t = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t))``.
+    $$
+    \\rho_\\infty = \\frac{2}{1-\\beta_2} - 1,\\quad
+    \\rho_t = \\rho_\\infty - \\frac{2 t \\beta_2^t}{1-\\beta_2^t},\\quad
+    r_t = \\sqrt{\\frac{(\\rho_t-4)(\\rho_t-2)\\rho_\\infty}
+                     {(\\rho_\\infty-4)(\\rho_\\infty-2)\\rho_t}}
+    $$
+
+    Args:
+        step: the step number ``t``, from 1.
+        beta2: the second-moment EMA rate.
+
+    Returns:
+        ``r_t``, or None for the first steps, where RAdam takes a bias-corrected momentum step.
+
+    Examples:
+        With ``beta2 = 0.999`` the adaptive steps start at step 6, heavily damped:
+
+        >>> rectification(5, 0.999) is None
+        True
+        >>> round(rectification(6, 0.999), 4), round(rectification(1000, 0.999), 4)
+        (0.0258, 0.6453)
+
+    References:
+        Liu et al. "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020.
+        arXiv:1908.03265.
     """
     bias_correction2 = 1.0 - beta2**step
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
@@ -37,15 +60,27 @@ def record_rectification(ctx: Context, rects: list[float | None], adaptive: list
 class ScaleByRAdam(AdamMoments):
     """RAdam's direction, exactly as torch.optim.RAdam computes it (its displacement over lr).
 
-    With Adam's moments ``m_t, v_t`` and ``m_hat = m_t / (1 - beta1^t)``:
+    With Adam's moments ``m_t``, ``v_t`` (as in [`ScaleByAdam`][rangerlab.transforms.ScaleByAdam])
+    and the bias-corrected momentum ``m_hat = m_t / (1 - beta1^t)``:
 
-    * while ``rho_t <= 5`` (the first steps, when the variance of the adaptive rate is not
-      defined): ``u <- m_hat`` (bias-corrected momentum, SGD-like);
-    * then ``u <- r_t * m_hat * sqrt(1 - beta2^t) / (sqrt(v_t) + eps)``.
+    $$
+    u \\leftarrow \\begin{cases}
+    \\hat m_t & \\rho_t \\le 5 \\text{ (the first steps: bias-corrected momentum)}\\\\
+    r_t\\, \\hat m_t\\, \\sqrt{1-\\beta_2^t} / (\\sqrt{v_t}+\\epsilon) & \\text{otherwise}
+    \\end{cases}
+    $$
 
-    No warmup is needed: the rectifier ``r_t`` (:func:`rectification`) plays its role.
+    While ``rho_t <= 5`` the variance of the adaptive rate is not defined, so the step is
+    SGD-like. No warmup is needed: the rectifier ``r_t``
+    ([`rectification`][rangerlab.transforms.rectification]) plays its role.
+
+    Param-group keys (with defaults): ``betas`` (``(0.9, 0.999)``), ``eps`` (1e-8).
 
     State: ``exp_avg``, ``exp_avg_sq``.
+
+    Examples:
+        >>> ScaleByRAdam.hyperparams
+        {'betas': (0.9, 0.999), 'eps': 1e-08}
 
     References:
         Liu, Jiang, He, Chen, Liu, Gao, Han. "On the Variance of the Adaptive Learning Rate and
@@ -78,5 +113,22 @@ class ScaleByRAdam(AdamMoments):
 
 
 def scale_by_radam() -> ScaleByRAdam:
-    """RAdam transform; see :class:`ScaleByRAdam`."""
+    """RAdam's direction as a link of a chain; ``[scale_by_radam()]`` alone is torch's RAdam.
+
+    Returns:
+        A new [`ScaleByRAdam`][rangerlab.transforms.ScaleByRAdam]; it reads ``betas`` (default
+        ``(0.9, 0.999)``) and ``eps`` (1e-8) from the param group.
+
+    Examples:
+        The first step is bias-corrected momentum, ``m_hat = g``, so the weights move by
+        ``lr * g`` (not by ``lr * sign(g)`` as Adam's would):
+
+        >>> import torch
+        >>> from rangerlab import Chain
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+        >>> w.grad = torch.tensor([2.0, -0.5])
+        >>> Chain([w], [scale_by_radam()], lr=0.1).step()
+        >>> w.detach()
+        tensor([0.8000, 1.0500])
+    """
     return ScaleByRAdam()

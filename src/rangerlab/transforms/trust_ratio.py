@@ -28,14 +28,23 @@ class ScaleByLARS(Transform):
 
     For each tensor, with ``g`` the incoming update and ``w`` the weight:
 
-    .. math::
-        \\text{trust} = \\eta \\frac{\\|w\\|}{\\|g\\| + \\lambda \\|w\\| + \\epsilon},\\qquad
-        u \\leftarrow \\text{trust} \\cdot (g + \\lambda w)
+    $$
+    \\text{trust} = \\eta \\frac{\\|w\\|}{\\|g\\| + \\lambda \\|w\\| + \\epsilon},\\qquad
+    u \\leftarrow \\text{trust} \\cdot (g + \\lambda w)
+    $$
 
     ``trust`` is 1 where ``||w||`` or ``||g||`` is 0. With ``clip`` (LARC) it becomes
     ``min(trust / lr, 1)``, so the effective rate ``lr * trust`` never exceeds ``lr``. In a group
     whose ``trust_ratio`` is false (biases and norm weights, by the SimCLR convention) the update
-    is just ``g + lambda * w``. ``eta`` is ``trust_coefficient``, ``lambda`` is ``weight_decay``.
+    is just ``g + lambda * w``.
+
+    Param-group keys (with defaults): ``trust_coefficient`` (0.001), ``eta`` above; ``eps``
+    (1e-8); ``clip`` (False); ``trust_ratio`` (True); ``weight_decay`` (0.0), ``lambda``. No
+    state.
+
+    Examples:
+        >>> ScaleByLARS.hyperparams["trust_coefficient"], ScaleByLARS.hyperparams["clip"]
+        (0.001, False)
 
     References:
         You, Gitman, Ginsburg. "Large Batch Training of Convolutional Networks", 2017.
@@ -78,12 +87,20 @@ class ScaleByLARS(Transform):
 class ScaleByTrustRatio(Transform):
     """LAMB's trust ratio on the finished update direction.
 
-    .. math::
-        r = \\frac{\\min(\\|w\\|, \\text{max\\_weight\\_norm})}{\\|u\\|},\\qquad u \\leftarrow r\\,u
+    $$
+    r = \\frac{\\min(\\|w\\|, c)}{\\|u\\|},\\qquad u \\leftarrow r\\,u
+    $$
 
-    ``r`` is 1 where ``||w||`` or ``||u||`` is 0; ``max_weight_norm=None`` means no cap. Skipped in
-    a group whose ``trust_ratio`` is false. Put it after the direction and the weight decay term:
-    LAMB is ``scale_by_adam, add_decayed_weights, scale_by_trust_ratio``.
+    with ``c = max_weight_norm`` (None: no cap). ``r`` is 1 where ``||w||`` or ``||u||`` is 0.
+    Skipped in a group whose ``trust_ratio`` is false. Put it after the direction and the weight
+    decay term: LAMB is ``scale_by_adam, add_decayed_weights, scale_by_trust_ratio``.
+
+    Param-group keys (with defaults): ``max_weight_norm`` (10.0), ``trust_ratio`` (True). No
+    state.
+
+    Examples:
+        >>> ScaleByTrustRatio.hyperparams
+        {'max_weight_norm': 10.0, 'trust_ratio': True}
 
     References:
         You, Li, Reddi, et al. "Large Batch Optimization for Deep Learning: Training BERT in 76
@@ -112,10 +129,44 @@ class ScaleByTrustRatio(Transform):
 
 
 def scale_by_lars() -> ScaleByLARS:
-    """LARS/LARC trust-ratio transform; see :class:`ScaleByLARS`."""
+    """LARS's (or LARC's) layer-wise trust ratio as a link of a chain; put momentum after it.
+
+    Returns:
+        A new [`ScaleByLARS`][rangerlab.transforms.ScaleByLARS]; it reads ``trust_coefficient``
+        (default 0.001), ``eps`` (1e-8), ``clip`` (False), ``trust_ratio`` (True) and
+        ``weight_decay`` (0.0) from the param group.
+
+    Examples:
+        ``||w|| = 5`` and ``||g|| = 2``, so ``trust = 0.1 * 5 / 2 = 0.25``:
+
+        >>> import torch
+        >>> from rangerlab import Chain
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+        >>> w.grad = torch.tensor([0.0, 2.0])
+        >>> Chain([w], [scale_by_lars()], lr=1.0, trust_coefficient=0.1).step()
+        >>> w.detach()
+        tensor([3.0000, 3.5000])
+    """
     return ScaleByLARS()
 
 
 def scale_by_trust_ratio() -> ScaleByTrustRatio:
-    """LAMB trust-ratio transform; see :class:`ScaleByTrustRatio`."""
+    """LAMB's layer-wise trust ratio as a link of a chain; put it after the direction and decay.
+
+    Returns:
+        A new [`ScaleByTrustRatio`][rangerlab.transforms.ScaleByTrustRatio]; it reads
+        ``max_weight_norm`` (default 10.0) and ``trust_ratio`` (True) from the param group.
+
+    Examples:
+        The update is rescaled to the weight's norm: ``||w|| / ||g|| = 5 / 2``, so ``w[1]`` moves
+        by ``0.1 * 2.5 * 2 = 0.5``:
+
+        >>> import torch
+        >>> from rangerlab import Chain
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+        >>> w.grad = torch.tensor([0.0, 2.0])
+        >>> Chain([w], [scale_by_trust_ratio()], lr=0.1).step()
+        >>> w.detach()
+        tensor([3.0000, 3.5000])
+    """
     return ScaleByTrustRatio()
