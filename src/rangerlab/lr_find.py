@@ -31,6 +31,20 @@ class LRFindResult:
             steps).
         minimum: the lr of the lowest smoothed loss.
         diverged: the sweep stopped because the loss diverged (before reaching ``end_lr``).
+
+    Examples:
+        >>> import torch
+        >>> import rangerlab
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 1)
+        >>> x = torch.randn(64, 4)
+        >>> data = [(x[i : i + 16], x[i : i + 16].sum(1, keepdim=True)) for i in range(0, 64, 16)]
+        >>> loss_fn = torch.nn.functional.mse_loss
+        >>> result = rangerlab.lr_find(model, loss_fn, data, "adam", num_steps=20)
+        >>> len(result.lrs) == len(result.losses) == len(result.smoothed)
+        True
+        >>> result.minimum in result.lrs
+        True
     """
 
     lrs: list[float]
@@ -179,6 +193,20 @@ def lr_find(
     References:
         Smith. "Cyclical Learning Rates for Training Neural Networks", WACV 2017.
         arXiv:1506.01186. fastai's ``lr_find``; Lightning's ``Tuner.lr_find``.
+
+    Examples:
+        >>> import torch
+        >>> import rangerlab
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 1)
+        >>> x = torch.randn(64, 4)
+        >>> data = [(x[i : i + 16], x[i : i + 16].sum(1, keepdim=True)) for i in range(0, 64, 16)]
+        >>> before = [p.clone() for p in model.parameters()]
+        >>> result = rangerlab.lr_find(model, torch.nn.functional.mse_loss, data, "ranger")
+        >>> 1e-7 <= result.suggestion <= 10.0
+        True
+        >>> all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # put back
+        True
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

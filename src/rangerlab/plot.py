@@ -49,6 +49,25 @@ def plot_telemetry(
         ax: a matplotlib axes to draw the heatmap on (ignored with ``first_steps``).
 
     matplotlib is imported here only, so ``import rangerlab`` does not need it.
+
+    Examples:
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import torch
+        >>> import rangerlab
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
+        >>> opt = rangerlab.create_optimizer(model, "lars", lr=0.1, telemetry=True)
+        >>> records = []
+        >>> for step in range(3):
+        ...     opt.zero_grad()
+        ...     model(torch.randn(16, 4)).pow(2).mean().backward()
+        ...     _ = opt.step()
+        ...     records.append({"step": step, **opt.telemetry()})
+        >>> "trust_ratio/0.weight" in records[0]
+        True
+        >>> fig = rangerlab.plot_telemetry(records, "trust_ratio")
+        >>> type(fig).__name__
+        'Figure'
     """
     import matplotlib.pyplot as plt
     import numpy as np

@@ -9,24 +9,25 @@ values; ``reset=False`` peeks without starting a new interval).
 
 Quantities (all in the weights' working precision, float32 for bf16/fp16 weights):
 
-============================ ================================================================
-``weight_norm``              ``||w||`` before the step
-``grad_norm``                ``||g||``, the gradient the step received (after GradScaler's unscale)
-``update_norm``              ``lr ||u||``, the step's ``||Δw||`` (before any Lookahead sync)
-``update_ratio``             ``update_norm / weight_norm`` (inf where ``||w|| = 0``)
-``trust_ratio``              the layer-wise factor applied: LARS ``trust`` (LARC: after clipping),
-                             LAMB / Ranger-LARS ``r``; only in groups whose ``trust_ratio`` is on
-``adaptive_lr_mean``,        mean and coefficient of variation (population std / mean) over the
-``adaptive_lr_cv``           tensor of the adaptive step: Adam ``1/(sqrt(v_hat) + eps)``; RAdam
-                             ``sqrt(1-beta2^t)/(sqrt(v) + eps)``, only on its adaptive steps
-``rectifier``, ``adaptive``  RAdam's ``r_t`` (on adaptive steps) and 1 / 0 for an adaptive step
-``gc_removed_norm``          norm of the mean Gradient Centralization subtracted (dim > 1 only)
-``lookahead_distance``       ``||fast - slow||`` just before each Lookahead sync
-``lr/group<i>``              the learning rate of param group ``i`` at the step
-``skipped``                  1 for a step skipped for non-finite gradients, else 0
-``steps``                    optimizer steps in the interval (a count, not a mean)
-``recorded_steps``           of those, the steps that recorded per-layer values (``telemetry=N``)
-============================ ================================================================
+| quantity | meaning |
+|---|---|
+| ``weight_norm`` | ``‖w‖`` before the step |
+| ``grad_norm`` | ``‖g‖``, the gradient the step received (after GradScaler's unscale) |
+| ``update_norm`` | ``lr ‖u‖``, the step's ``‖Δw‖`` (before any Lookahead sync) |
+| ``update_ratio`` | ``update_norm / weight_norm`` (inf where ``‖w‖ = 0``) |
+| ``trust_ratio`` | the layer-wise factor applied (LARS; LARC after clipping; LAMB, Ranger-LARS) |
+| ``adaptive_lr_mean``, ``adaptive_lr_cv`` | mean, and std / mean, of the adaptive step (below) |
+| ``rectifier``, ``adaptive`` | RAdam's ``r_t`` (on adaptive steps) and 1 / 0 for an adaptive step |
+| ``gc_removed_norm`` | norm of the mean Gradient Centralization subtracted (dim > 1 only) |
+| ``lookahead_distance`` | ``‖fast - slow‖`` just before each Lookahead sync |
+| ``lr/group<i>`` | the learning rate of param group ``i`` at the step |
+| ``skipped`` | 1 for a step skipped for non-finite gradients, else 0 |
+| ``steps`` | optimizer steps in the interval (a count, not a mean) |
+| ``recorded_steps`` | of those, the steps that recorded per-layer values |
+
+``trust_ratio`` appears only in groups whose ``trust_ratio`` is on. The adaptive step is
+Adam's ``1/(sqrt(v_hat) + eps)`` and RAdam's ``sqrt(1-beta2^t)/(sqrt(v) + eps)`` (on its
+adaptive steps only); its std is the population std over the tensor.
 
 Names: a group built from ``model.named_parameters()`` (torch keeps them as ``param_names``) or
 by `rangerlab.create_optimizer` from a module names its tensors; `name_parameters`
