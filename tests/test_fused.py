@@ -210,6 +210,38 @@ def test_fused_true_errors():
     rangerlab.Adam([odd]).step()  # fused=None: the reference path
 
 
+def test_unknown_setting_refuses_the_kernel():
+    """A link that declares a setting the kernels do not read takes the reference path."""
+
+    class Amsgrad(scale_by_adam().__class__):
+        hyperparams = {"betas": (0.9, 0.999), "eps": 1e-8}
+
+    extra = scale_by_adam()
+    extra.hyperparams = {**extra.hyperparams, "amsgrad": False}
+    assert fused.kernel_for([scale_by_adam()]) is not None
+    assert fused.kernel_for([extra]) is None
+    assert fused.kernel_for([Amsgrad()]) is None  # a subclass may change the maths
+    with pytest.raises(ValueError, match="no fused kernel"):
+        rangerlab.Chain(make_params(torch.float32), [extra], fused=True)
+
+
+def test_scalar_owners_take_numbers_and_tensors():
+    """The per-step rules give the same values for Python steps and for a tensor of steps."""
+    from rangerlab.transforms.adam import adam_scalars
+    from rangerlab.transforms.radam import radam_scalars
+
+    steps = torch.arange(1, 12, dtype=torch.float64)
+    for owner in (adam_scalars, radam_scalars):
+        a, d, adaptive = owner(steps, 0.9, 0.999)
+        for i, t in enumerate(range(1, 12)):
+            a_t, d_t, on = owner(t, 0.9, 0.999)
+            assert float(a[i]) == pytest.approx(a_t, rel=1e-12)
+            assert float(d if isinstance(d, float) else d[i]) == pytest.approx(d_t, rel=1e-12)
+            assert bool(adaptive if isinstance(adaptive, bool) else adaptive[i]) == on
+    # RAdam turns adaptive at step 6 with beta2 = 0.999 (rho_t > 5), as torch does.
+    assert radam_scalars(steps, 0.9, 0.999)[2].tolist() == [False] * 5 + [True] * 6
+
+
 def test_bench_runs_and_reports(monkeypatch):
     assert sum(torch.Size(s).numel() for s in bench.resnet18_shapes()) == 11_689_512
     monkeypatch.setitem(bench.PARAM_SETS, "tiny", [(8, 4), (3,)])

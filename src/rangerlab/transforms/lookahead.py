@@ -26,8 +26,13 @@ def sync_(ops: Ops, fast: list[Tensor], slow: list[Tensor], alpha: float) -> Non
     ops.copy_(fast, slow)
 
 
-def sync_due(group: dict[str, Any]) -> bool:
-    """True on the steps where ``group`` synchronises: its counter is a multiple of its ``k``."""
+def sync_due(group: dict[str, Any]) -> bool | Tensor:
+    """True on the steps where ``group`` synchronises: its counter is a multiple of its ``k``.
+
+    The one owner of the sync decision. The counter is a Python int, or a 0-d tensor on the GPU
+    once a CUDA step has run under GradScaler (a skipped step then takes its count back on the
+    device); the answer is then a 0-d bool tensor on that device.
+    """
     return group[COUNTER] % group["k"] == 0
 
 
