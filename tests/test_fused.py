@@ -166,10 +166,12 @@ def test_grad_untouched_and_no_temporaries():
     )
 
 
-def test_amp_skipped_step_changes_nothing():
+@pytest.mark.parametrize("path", [dict(fused=True), dict(foreach=True)], ids=["fused", "foreach"])
+def test_amp_skipped_step_changes_nothing(path):
     params = make_params(torch.float32)
-    opt = rangerlab.Ranger(params, fused=True, k=1)
-    assert not getattr(opt, "_step_supports_amp_scaling", False)
+    opt = rangerlab.Ranger(params, k=1, **path)
+    # GradScaler hands grad_scale and found_inf to step() instead of unscaling itself.
+    assert opt._step_supports_amp_scaling
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
     scaler.scale(torch.ones(()))  # what scaling a loss does: creates the scale
     before = [p.detach().clone() for p in params]
@@ -179,6 +181,24 @@ def test_amp_skipped_step_changes_nothing():
     scaler.update()
     assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
     assert not opt.state and opt.param_groups[0].get("lookahead_step", 0) == 0
+
+
+@pytest.mark.parametrize("path", [dict(fused=True), dict(foreach=True)], ids=["fused", "foreach"])
+def test_amp_scaled_step_equals_unscaled(path):
+    """The gradients GradScaler hands over scaled are divided by its scale inside the step."""
+    cls, kwargs, second = CASES[5]  # Ranger-LARS: the trust ratio sees unscaled gradients
+    plain = trajectory(cls, kwargs, second, torch.float32, steps=3, **path)
+    params = make_params(torch.float32)
+    opt = cls([{"params": params[:4]}, {"params": params[4:], **second}], **kwargs, **path)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        scaler.scale(torch.ones(()))
+        for i, p in enumerate(params):
+            p.grad = None if i == 3 else torch.randn(p.shape, generator=gen) * scaler.get_scale()
+        scaler.step(opt)
+        scaler.update()
+    assert_same(params, opt, *plain, rtol=1e-6)
 
 
 def test_path_selection():

@@ -22,8 +22,10 @@ def scaler_step(
     """``scaler.step(optimizer)`` and ``scaler.update()``; then ``scheduler.step()`` if it stepped.
 
     Works with any ``torch.optim.Optimizer``. A step counts as taken when the scaler called
-    ``optimizer.step()`` and the optimizer did not skip it itself (rangerlab's
-    ``skip_nonfinite=True`` sets ``last_step_skipped``).
+    ``optimizer.step()``, the optimizer did not skip it itself (rangerlab's
+    ``skip_nonfinite=True`` sets ``last_step_skipped``) and the scaler found no inf/NaN (an
+    optimizer that takes ``found_inf`` itself, as rangerlab's do, is called and skips on the
+    device; the scaler then lowers its scale, which is how this helper knows).
 
     Args:
         scaler: the ``GradScaler`` the loss was scaled with.
@@ -48,12 +50,14 @@ def scaler_step(
         )
     called: list[bool] = []
     handle = optimizer.register_step_post_hook(lambda *_: called.append(True))
+    scale = scaler.get_scale()
     try:
         scaler.step(optimizer, **step_kwargs)
     finally:
         handle.remove()
     scaler.update()
-    taken = bool(called) and not getattr(optimizer, "last_step_skipped", False)
+    found_inf = scaler.get_scale() < scale  # update() lowers the scale only after inf/NaN
+    taken = bool(called) and not found_inf and not getattr(optimizer, "last_step_skipped", False)
     if taken and scheduler is not None:
         scheduler.step()
     return taken

@@ -22,16 +22,26 @@ at the first fused step and is reused by every later process; :data:`_build.buil
 reports it. The kernels follow the reference transforms operation by operation, so the two paths
 agree to rounding and keep the same state keys (a checkpoint moves between them).
 
+On CUDA the same chains run as Triton kernels (:mod:`.triton_kernels`, host side in
+:mod:`.triton_plan`): one pass for Adam/AdamW, RAdam and Ranger, two for LARS, LARC, LAMB and
+Ranger-LARS, one launch per pass per bucket, no host synchronisation (GradScaler's
+``grad_scale``/``found_inf`` are handled on the device). triton is imported only then.
+
 When it runs: for a bucket whose group has ``fused=True``, or ``fused=None`` with ``foreach=None``
 (an explicit ``foreach`` asks for the reference path, as in torch), if the group's chain has a
-kernel (:func:`kernel_for`) and the tensors are contiguous float32/float64 CPU tensors (bf16/fp16
-weights arrive as float32 working copies; their gradients are converted). ``fused=True`` raises a
-clear error where that does not hold; ``fused=None`` quietly takes the reference path, also when
-the kernels cannot be built (no C++ compiler), after one warning.
+kernel (:func:`kernel_for`) and the tensors are contiguous plain tensors: float32/float64 on the
+CPU (bf16/fp16 weights arrive as float32 working copies; their gradients are converted), or
+float32/bf16/fp16 on CUDA. ``fused=True`` raises a clear error where that does not hold;
+``fused=None`` quietly takes the reference path, also when the kernels cannot be built (no C++
+compiler) or triton is missing, after one warning.
+
+Testing without a GPU: with the environment variable ``RANGERLAB_TRITON_ON_CPU=1`` (private, for
+the test suite) CPU buckets take the Triton path, which then runs under ``TRITON_INTERPRET=1``.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -41,12 +51,42 @@ from torch import Tensor
 
 from .._ops import _PLAIN_TYPES
 from . import _build
+from .amp import NO_CONTROL, StepControl
 from .plans import FusedKernel, kernel_for
 
-__all__ = ["FusedKernel", "kernel_for", "select", "available", "build_seconds"]
+__all__ = [
+    "FusedKernel",
+    "NO_CONTROL",
+    "StepControl",
+    "available",
+    "build_seconds",
+    "kernel_for",
+    "select",
+    "triton_available",
+]
 
-_KERNEL_DTYPES = (torch.float32, torch.float64)
+_LOW = (torch.bfloat16, torch.float16)
+_CPU_DTYPES = (torch.float32, torch.float64, *_LOW)
+_TRITON_DTYPES = (torch.float32, *_LOW)
 _build_error: Exception | None = None
+_triton_error: Exception | None = None
+
+
+def _triton_on_cpu() -> bool:
+    return os.environ.get("RANGERLAB_TRITON_ON_CPU") == "1"
+
+
+def triton_available() -> bool:
+    """True when triton can be imported (the fused CUDA step needs it)."""
+    global _triton_error
+    if _triton_error is not None:
+        return False
+    try:
+        from . import triton_plan  # noqa: F401
+    except Exception as error:  # an absent or broken triton surfaces as many error types
+        _triton_error = error
+        return False
+    return True
 
 
 def available() -> bool:
@@ -72,13 +112,18 @@ def build_seconds() -> float:
     return _build.build_seconds
 
 
+def _uses_triton(weights: Sequence[Tensor]) -> bool:
+    return weights[0].device.type == "cuda" or _triton_on_cpu()
+
+
 def _unsupported(weights: Sequence[Tensor]) -> str | None:
     # A bucket shares one device and dtype, so the first tensor speaks for them all.
     first = weights[0]
-    if first.device.type != "cpu":
-        return f"device {first.device} (the fused kernels are CPU only)"
-    if first.dtype not in _KERNEL_DTYPES:
-        return f"dtype {first.dtype}"
+    if first.device.type not in ("cpu", "cuda"):
+        return f"device {first.device} (the fused kernels run on CPU and CUDA)"
+    dtypes = _TRITON_DTYPES if _uses_triton(weights) else _CPU_DTYPES
+    if first.dtype not in dtypes:
+        return f"dtype {first.dtype} on {first.device.type}"
     if not all(type(w) in _PLAIN_TYPES for w in weights):
         return "tensor subclasses"
     if not all(w.is_contiguous() for w in weights):
@@ -86,14 +131,15 @@ def _unsupported(weights: Sequence[Tensor]) -> str | None:
     return None
 
 
-def select(
-    group: dict[str, Any], transforms: Sequence, weights: Sequence[Tensor]
-) -> FusedKernel | None:
+def select(group: dict[str, Any], transforms: Sequence, weights: Sequence[Tensor]):
     """The kernel to run a bucket with, or None for the reference path (see the module note).
+
+    Returns a :class:`FusedKernel` (the CPU kernels) or a ``TritonStep`` (CUDA), which counts
+    steps on the device (its ``device_steps`` is true) and takes GradScaler's tensors.
 
     Raises:
         ValueError: ``fused=True`` and the chain has no kernel or the tensors do not fit one.
-        RuntimeError: ``fused=True`` and the kernels cannot be built.
+        RuntimeError: ``fused=True`` and the kernels cannot be built or triton is missing.
     """
     fused = group["fused"]
     if fused is False or (fused is None and group["foreach"] is not None):
@@ -110,6 +156,17 @@ def select(
         if fused:
             raise ValueError(f"fused=True: the fused kernels do not take {reason}")
         return None
+    if _uses_triton(weights):
+        if not triton_available():
+            if fused:
+                raise RuntimeError(
+                    f"fused=True: the CUDA kernels need triton, which failed to import "
+                    f"({_triton_error})"
+                )
+            return None
+        from .triton_plan import TritonStep
+
+        return TritonStep(kernel)
     if fused:
         _build.load()
         return kernel

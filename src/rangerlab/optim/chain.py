@@ -88,6 +88,11 @@ class Chain(Optimizer):
                      lr=1e-3, weight_decay=0.01)
     """
 
+    #: GradScaler passes ``grad_scale`` and ``found_inf`` to ``step()`` instead of unscaling and
+    #: reading ``found_inf`` on the host itself: the Triton path handles both on the device; the
+    #: other paths unscale their private copies and read ``found_inf`` once.
+    _step_supports_amp_scaling = True
+
     def __init__(self, params: Iterable, transforms: ChainSpec, /, **hyperparameters: Any):
         if callable(transforms) and not isinstance(transforms, Transform):
             defaults = {**COMMON_DEFAULTS, **hyperparameters}
@@ -152,23 +157,45 @@ class Chain(Optimizer):
         if self.last_step_skipped:
             self._skip()
             return loss
+        # GradScaler hands these over when _step_supports_amp_scaling (deleting them after).
+        control = fused.StepControl(
+            getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        )
         for group, params in work:
             transforms = self.chain_for(group)
             for t in transforms:
                 t.begin_step(group)
             for bucket in _buckets(params):
-                self._step_bucket(group, transforms, bucket)
+                self._step_bucket(group, transforms, bucket, control)
+            if control.found_inf is not None:
+                for t in transforms:
+                    t.skip_step(group, control.found_inf)
         return loss
 
-    def _step_bucket(self, group: dict, transforms: Sequence[Transform], params: list) -> None:
+    def _step_bucket(
+        self,
+        group: dict,
+        transforms: Sequence[Transform],
+        params: list,
+        control: fused.StepControl = fused.NO_CONTROL,
+    ) -> None:
+        kernel = fused.select(group, transforms, params)
+        on_device = getattr(kernel, "device_steps", False)
+        if not on_device and control.found_inf is not None and bool(control.found_inf.item()):
+            return  # GradScaler found inf/NaN: this bucket changes nothing (decided on the host)
         grads = [p.grad for p in params]
         states = [self.state[p] for p in params]
+        if not on_device and control.grad_scale is not None:
+            grads = [g / control.grad_scale for g in grads]
         low = params[0].dtype in _state.LOW_PRECISION
+        direct = low and getattr(kernel, "direct_low_precision", False)
         if low and group["master_weights"]:
             for p, s in zip(params, states):
                 if "master_param" not in s:
                     s["master_param"] = p.detach().to(torch.float32, copy=True)
             weights = [s["master_param"] for s in states]
+        elif direct:
+            weights = params
         elif low:
             weights = [p.detach().to(torch.float32) for p in params]
         else:
@@ -178,32 +205,37 @@ class Chain(Optimizer):
             if required <= s.keys():  # the common case, checked in one set operation
                 continue
             s.setdefault("step", _state.new_step())
+            w = w.detach().to(torch.float32) if w.dtype in _state.LOW_PRECISION else w
             for t in transforms:
                 if not s.keys() >= set(t.state_keys):
                     for key, value in t.init(w, group).items():
                         s.setdefault(key, value)
-        step_counters = [s["step"] for s in states]
-        torch._foreach_add_(step_counters, 1.0)
-        steps = [int(t) for t in torch.stack(step_counters).tolist()]
-
-        kernel = fused.select(group, transforms, weights)
-        if kernel is not None:
-            kernel(group, weights, grads, states, steps)
+        if on_device:  # the Triton step counts steps and takes GradScaler's tensors itself
+            kernel(group, weights, grads, states, control)
         else:
-            ops = pick_ops(group["foreach"], params + grads)
-            dtype = weights[0].dtype
-            if all(g.dtype == dtype for g in grads):
-                updates = ops.clone(grads)
+            step_counters = [s["step"] for s in states]
+            torch._foreach_add_(step_counters, 1.0)
+            steps = [int(t) for t in torch.stack(step_counters).tolist()]
+            if kernel is not None:
+                kernel(group, weights, grads, states, steps)
             else:
-                updates = [g.to(dtype, copy=True) for g in grads]
-            ctx = Context(group=group, params=weights, states=states, steps=steps, ops=ops)
-            for t in transforms:
-                updates = t.update(updates, ctx)
-            ops.add_(weights, updates, alpha=-float(group["lr"]))
-            for t in transforms:
-                t.after_update(ctx)
-        if weights is not params:
+                self._reference_step(group, transforms, params, weights, grads, states, steps)
+        if weights is not params and not direct:
             pick_ops(group["foreach"], params).copy_(params, weights)
+
+    def _reference_step(self, group, transforms, params, weights, grads, states, steps) -> None:
+        ops = pick_ops(group["foreach"], params + grads)
+        dtype = weights[0].dtype
+        if all(g.dtype == dtype for g in grads):
+            updates = ops.clone(grads)
+        else:
+            updates = [g.to(dtype, copy=True) for g in grads]
+        ctx = Context(group=group, params=weights, states=states, steps=steps, ops=ops)
+        for t in transforms:
+            updates = t.update(updates, ctx)
+        ops.add_(weights, updates, alpha=-float(group["lr"]))
+        for t in transforms:
+            t.after_update(ctx)
 
     # -- non-finite guard -----------------------------------------------------------------------
 

@@ -53,7 +53,8 @@ class Transform:
     * ``hyperparams``: param-group keys read by the transform, with their defaults;
     * ``state_keys`` and :meth:`init`: per-tensor state, created before the tensor's first update;
     * :meth:`init_group`: group-level state, set when a param group joins the optimizer;
-    * :meth:`begin_step`: once per param group per optimizer step (even with no gradients);
+    * :meth:`begin_step`: once per param group per optimizer step (even with no gradients), and
+      :meth:`skip_step` to take it back when GradScaler found inf/NaN;
     * :meth:`update`: rewrite the update direction ``u`` (a private list the transform may change
       in place) and return it;
     * :meth:`after_update`: act on the weights after ``w -= lr * u``.
@@ -71,6 +72,10 @@ class Transform:
 
     def begin_step(self, group: dict[str, Any]) -> None:
         """Called once per param group at the start of every optimizer step."""
+
+    def skip_step(self, group: dict[str, Any], skipped: Tensor) -> None:
+        """Called after a step that GradScaler may have skipped (``skipped`` nonzero): take back
+        what :meth:`begin_step` did, on ``skipped``'s device, without reading it on the host."""
 
     def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
         """Return the transformed update direction."""

@@ -63,6 +63,14 @@ class LookaheadTransform(Transform):
     def begin_step(self, group: dict[str, Any]) -> None:
         group[COUNTER] = group.get(COUNTER, 0) + 1
 
+    def skip_step(self, group: dict[str, Any], skipped: Tensor) -> None:
+        # On the CPU the flag is read for free and the counter stays an int; on a GPU reading it
+        # would synchronise, so the counter becomes a 0-d tensor there (see sync_due).
+        if skipped.device.type == "cpu" and not isinstance(group[COUNTER], Tensor):
+            group[COUNTER] -= int(bool(skipped.item()))
+        else:
+            group[COUNTER] = group[COUNTER] - skipped.reshape(()).to(torch.int64)
+
     def after_update(self, ctx: Context) -> None:
         if sync_due(ctx.group):
             sync_(ctx.ops, ctx.params, ctx.state("slow_param"), ctx.group["alpha"])
