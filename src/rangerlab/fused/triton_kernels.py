@@ -80,6 +80,29 @@ def _inv_scale(ctl):
 
 
 @triton.jit
+def _rounded(x, dtype: tl.constexpr):
+    """``x`` (float32) rounded to nearest-even in ``dtype``, as torch rounds.
+
+    bf16 is rounded here in integer arithmetic: the GPU's conversion already rounds so, but
+    triton's interpreter truncates, and the tests run there.
+    """
+    if dtype == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return x.to(dtype)
+
+
+@triton.jit
+def _lerp(start, end, weight):
+    """torch's lerp, rounding included: the form depends on whether weight < 0.5."""
+    return tl.where(
+        weight < 0.5, start + weight * (end - start), end - (end - start) * (1 - weight)
+    )
+
+
+@triton.jit
 def _adam_direction(m, v, w, a, d, adaptive, eps, wd_out):
     root = tl.sqrt(v) / d + eps
     u = tl.where(adaptive != 0, (a * m) / root, m * a)
@@ -127,7 +150,7 @@ def adam_kernel(
             if MODE != 2:
                 g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32) * inv_scale
                 g = g - mean[:, None] + wd_in * w
-                m = m + (1.0 - beta1) * (g - m)
+                m = _lerp(m, g, 1.0 - beta1)
                 v = v * beta2 + (1.0 - beta2) * g * g
                 tl.store(m_ptr + offs, m, mask=mask)
                 tl.store(v_ptr + offs, v, mask=mask)
@@ -142,10 +165,10 @@ def adam_kernel(
                     s_ptr = _ptr(ptrs, _S, n, i, tl.float32)
                     s_mask = mask & (offs < synced)
                     slow = tl.load(s_ptr + offs, mask=s_mask, other=0.0)
-                    slow = slow + alpha * (w - slow)
+                    slow = _lerp(slow, w, alpha)
                     tl.store(s_ptr + offs, slow, mask=s_mask)
                     w = tl.where(sync, slow, w)
-                tl.store(w_ptr + offs, w.to(W_DTYPE), mask=mask)
+                tl.store(w_ptr + offs, _rounded(w, W_DTYPE), mask=mask)
     if MODE == 1:
         tl.store(partials + 2 * pid, tl.sum(w_sq, axis=0))
         tl.store(partials + 2 * pid + 1, tl.sum(u_sq, axis=0))
@@ -198,7 +221,7 @@ def sgd_kernel(
                     else:
                         step = buf
                 w = w - lr * step
-                tl.store(w_ptr + offs, w.to(W_DTYPE), mask=mask)
+                tl.store(w_ptr + offs, _rounded(w, W_DTYPE), mask=mask)
     if MODE == 1:
         tl.store(partials + 2 * pid, tl.sum(w_sq, axis=0))
         tl.store(partials + 2 * pid + 1, tl.sum(g_sq, axis=0))

@@ -168,7 +168,8 @@ class TritonStep:
             run(group, weights, grads, states, torch.stack(steps), info, tasks, bounds, count, ctl,
                 common, reduce_norms)  # fmt: skip
         if found_inf is not None:
-            torch._foreach_sub_(steps, found_inf.to(device=device, dtype=torch.float32))
+            flag = found_inf.to(device=device, dtype=torch.float32).reshape(())
+            torch._foreach_sub_(steps, [flag] * len(steps))
 
     def _norms(self, group, partials, bounds, n, device, reduce_norms) -> Tensor:
         sq_norms = torch.empty((n, 2), dtype=torch.float32, device=device)

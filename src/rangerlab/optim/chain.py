@@ -188,8 +188,9 @@ class Chain(Optimizer):
         if not on_device and control.grad_scale is not None:
             grads = [g / control.grad_scale for g in grads]
         low = params[0].dtype in _state.LOW_PRECISION
-        direct = low and getattr(kernel, "direct_low_precision", False)
-        if low and group["master_weights"]:
+        master = low and group["master_weights"]
+        direct = low and not master and getattr(kernel, "direct_low_precision", False)
+        if master:
             for p, s in zip(params, states):
                 if "master_param" not in s:
                     s["master_param"] = p.detach().to(torch.float32, copy=True)
