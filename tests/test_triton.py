@@ -124,6 +124,27 @@ def test_grad_scale_and_found_inf(case, monkeypatch):
     assert_same(params, opt, *ref, rtol=2e-6)
 
 
+def test_skip_nonfinite_on_the_device():
+    """skip_nonfinite on the Triton path: the check and the skip happen on the device."""
+    params = make_params(torch.float32)
+    opt = rangerlab.Ranger(params, k=1, skip_nonfinite=True, fused=True)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    before = copy.deepcopy((params, opt.state_dict()))
+    params[4].grad[0, 0, 0, 0] = float("nan")
+    opt.step()
+    assert not opt.last_step_skipped  # only the device knows; nothing was read back
+    assert all(torch.equal(p, b) for p, b in zip(params, before[0], strict=True))
+    after = opt.state_dict()
+    assert after["param_groups"] == before[1]["param_groups"]
+    for key, entry in before[1]["state"].items():
+        assert all(torch.equal(v, after["state"][key][n]) for n, v in entry.items())
+    params[4].grad[0, 0, 0, 0] = 1.0
+    opt.step()
+    assert not torch.equal(params[0], before[0][0])
+
+
 def test_lookahead_counter_on_the_device(monkeypatch):
     """After a GPU step under GradScaler the Lookahead counter is a tensor: the sync decision and
     a skipped step's take-back then both happen on the tensor (on the CPU here)."""

@@ -51,7 +51,7 @@ from torch import Tensor
 
 from .._ops import _PLAIN_TYPES
 from . import _build
-from .amp import NO_CONTROL, StepControl
+from .amp import NO_CONTROL, StepControl, nonfinite_flag
 from .plans import FusedKernel, kernel_for
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "available",
     "build_seconds",
     "kernel_for",
+    "nonfinite_on_device",
     "select",
     "triton_available",
 ]
@@ -129,6 +130,25 @@ def _unsupported(weights: Sequence[Tensor]) -> str | None:
     if not all(w.is_contiguous() for w in weights):
         return "non-contiguous tensors"
     return None
+
+
+def nonfinite_on_device(work: Sequence[tuple[dict, Sequence[Tensor]]]) -> Tensor | None:
+    """skip_nonfinite's check as a device flag, when every parameter it covers is a plain CUDA
+    tensor of a group that takes the Triton path; None: the host must check (as before)."""
+    grads = [
+        p.grad for group, params in work if group["skip_nonfinite"] for p in params if p.numel()
+    ]
+    if not grads or not triton_available():
+        return None
+    devices = {g.device for g in grads}
+    if len(devices) != 1 or not _uses_triton(grads):
+        return None
+    if any(type(g) not in _PLAIN_TYPES for g in grads):
+        return None
+    if any(g["fused"] is False or (g["fused"] is None and g["foreach"] is not None)
+           for g, _ in work):  # fmt: skip
+        return None
+    return nonfinite_flag(grads)
 
 
 def select(group: dict[str, Any], transforms: Sequence, weights: Sequence[Tensor]):

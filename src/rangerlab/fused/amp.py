@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 
@@ -20,6 +21,22 @@ class StepControl:
 
     grad_scale: Tensor | None = None
     found_inf: Tensor | None = None
+
+    def with_nonfinite(self, flag: Tensor) -> StepControl:
+        """This control, also skipping where ``flag`` (a device-side non-finite check) is set."""
+        flag = flag.reshape(1).to(torch.float32)
+        found_inf = flag if self.found_inf is None else (self.found_inf + flag).clamp_(max=1.0)
+        return StepControl(self.grad_scale, found_inf)
+
+
+def nonfinite_flag(grads: list[Tensor]) -> Tensor:
+    """1 where any of ``grads`` (one device) holds inf or NaN, else 0: computed on the device.
+
+    One ``_foreach_norm(ord=inf)`` over the bucket: a tensor's largest magnitude is finite exactly
+    when all its values are.
+    """
+    norms = torch._foreach_norm(grads, ord=float("inf"))
+    return (~torch.stack(norms).isfinite().all()).to(torch.float32)
 
 
 NO_CONTROL = StepControl()

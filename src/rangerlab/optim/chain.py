@@ -76,8 +76,9 @@ class Chain(Optimizer):
 
     ``skip_nonfinite=True`` skips a whole step whose gradients hold inf or NaN (one host
     synchronisation per step), sets :attr:`last_step_skipped`, counts it in
-    :attr:`skipped_steps` and warns once. With the default ``False`` torch's semantics hold (the
-    step is taken).
+    :attr:`skipped_steps` and warns once. On the fused CUDA path the check and the skip happen on
+    the device instead (no synchronisation; nothing is counted or warned). With the default
+    ``False`` torch's semantics hold (the step is taken).
 
     Example (LAMB, built without a new class)::
 
@@ -153,14 +154,19 @@ class Chain(Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             work.append((group, params))
-        self.last_step_skipped = self._has_nonfinite(work)
-        if self.last_step_skipped:
-            self._skip()
-            return loss
         # GradScaler hands these over when _step_supports_amp_scaling (deleting them after).
         control = fused.StepControl(
             getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
         )
+        on_device = fused.nonfinite_on_device(work)
+        if on_device is not None:  # skip_nonfinite decided by the CUDA kernels, no host sync
+            control = control.with_nonfinite(on_device)
+            self.last_step_skipped = False
+        else:
+            self.last_step_skipped = self._has_nonfinite(work)
+        if self.last_step_skipped:
+            self._skip()
+            return loss
         for group, params in work:
             transforms = self.chain_for(group)
             for t in transforms:
