@@ -15,6 +15,7 @@ sync_due`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,7 +131,9 @@ class FusedKernel:
     def _trust_ratios(self, group, sq_norms: Tensor, reduce_norms) -> list[float]:
         if reduce_norms is not None:
             reduce_norms(sq_norms)
-        return self.ratios(group, sq_norms).tolist()
+        # A few tensors per batch: the rule on Python numbers costs less than torch ops would.
+        owner = lars_ratio if self.family == "sgd" else lamb_ratio
+        return [owner(math.sqrt(w), math.sqrt(x), group) for w, x in sq_norms.tolist()]
 
     def _adam(self, ops, group, weights, grads, states, steps, reduce_norms) -> None:
         beta1, beta2 = group["betas"]
@@ -150,15 +153,16 @@ class FusedKernel:
                 lr, float(beta1), float(beta2), eps, weight_decay, decoupled, gc, sync, alpha,
             )  # fmt: skip
             return
-        sq_norms = ops.adam_trust_norms(
-            weights, grads, exp_avgs, exp_avg_sqs, a, d, adaptive,
-            float(beta1), float(beta2), eps, weight_decay, decoupled, gc,
-        )  # fmt: skip
-        ratios = self._trust_ratios(group, sq_norms, reduce_norms)
-        ops.adam_trust_apply(
-            weights, exp_avgs, exp_avg_sqs, slows, a, d, adaptive, ratios,
-            lr, eps, weight_decay, decoupled, sync, alpha,
-        )  # fmt: skip
+        for b in _batches(weights, reduce_norms):
+            sq_norms = ops.adam_trust_norms(
+                weights[b], grads[b], exp_avgs[b], exp_avg_sqs[b], a[b], d[b], adaptive[b],
+                float(beta1), float(beta2), eps, weight_decay, decoupled, gc,
+            )  # fmt: skip
+            ratios = self._trust_ratios(group, sq_norms, reduce_norms)
+            ops.adam_trust_apply(
+                weights[b], exp_avgs[b], exp_avg_sqs[b], slows[b], a[b], d[b], adaptive[b],
+                ratios, lr, eps, weight_decay, decoupled, sync, alpha,
+            )  # fmt: skip
 
     def _sgd(self, ops, group, weights, grads, states, reduce_norms) -> None:
         momentum = float(group["momentum"]) if self.momentum else 0.0
@@ -168,24 +172,47 @@ class FusedKernel:
                 fresh.append(int(first_step(s)))
                 if fresh[-1]:
                     s["momentum_buffer"] = torch.empty_like(w)
-        gc = self.gc(group)
-        ratios = []
-        if self.uses_trust(group):
-            sq_norms = ops.sgd_trust_norms(weights, grads, gc)
-            ratios = self._trust_ratios(group, sq_norms, reduce_norms)
-        ops.sgd_step(
-            weights,
-            grads,
-            [s["momentum_buffer"] for s in states] if momentum != 0 else [],
-            fresh,
-            ratios,
-            float(group["lr"]),
-            momentum,
-            float(group["dampening"]) if momentum else 0.0,
-            self.weight_decay(group),
-            bool(group["nesterov"]) if momentum else False,
-            gc,
-        )
+        gc, trust = self.gc(group), self.uses_trust(group)
+        bufs = [s["momentum_buffer"] for s in states] if momentum != 0 else []
+        for b in _batches(weights, reduce_norms) if trust else [slice(None)]:
+            ratios = []
+            if trust:
+                sq_norms = ops.sgd_trust_norms(weights[b], grads[b], gc)
+                ratios = self._trust_ratios(group, sq_norms, reduce_norms)
+            ops.sgd_step(
+                weights[b],
+                grads[b],
+                bufs[b],
+                fresh[b],
+                ratios,
+                float(group["lr"]),
+                momentum,
+                float(group["dampening"]) if momentum else 0.0,
+                self.weight_decay(group),
+                bool(group["nesterov"]) if momentum else False,
+                gc,
+            )
+
+
+#: Elements of whole tensors per two-pass batch on the CPU: the second pass then finds what the
+#: first one read still in cache.
+BATCH = 1 << 19
+
+
+def _batches(weights: list[Tensor], reduce_norms: NormReducer | None) -> list[slice]:
+    """Slices of whole tensors of about :data:`BATCH` elements (one slice when the norms are
+    summed over ranks: one collective per bucket)."""
+    if reduce_norms is not None:
+        return [slice(None)]
+    out, start, size = [], 0, 0
+    for i, w in enumerate(weights):
+        size += w.numel()
+        if size >= BATCH:
+            out.append(slice(start, i + 1))
+            start, size = i + 1, 0
+    if start < len(weights):
+        out.append(slice(start, None))
+    return out
 
 
 def _adam_cores(direction: type, radam: bool) -> dict[tuple, FusedKernel]:
