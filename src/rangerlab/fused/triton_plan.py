@@ -88,6 +88,31 @@ def _pointers(lists: Sequence[Sequence[Tensor]], device: torch.device) -> Tensor
     )
 
 
+def _step_counters(states: list[dict[str, Any]], device: torch.device) -> Tensor:
+    """The bucket's step counters as one float32 vector on ``device``, advanced in one launch.
+
+    Each ``state["step"]`` is a 0-d view into it (the same value and layout as torch's counters,
+    so checkpoints are unchanged). Counters that are not such views yet (a first step, a loaded
+    checkpoint, another bucket's order) are gathered into a new vector once.
+    """
+    first = states[0]["step"]
+    base = first._base
+    n = len(states)
+    if not (
+        base is not None
+        and base.device == device
+        and base.shape == (n,)
+        and all(
+            s["step"]._base is base and s["step"].storage_offset() == i
+            for i, s in enumerate(states)
+        )  # fmt: skip
+    ):
+        base = torch.stack([s["step"].to(device=device, dtype=torch.float32) for s in states])
+        for i, s in enumerate(states):
+            s["step"] = base[i]
+    return base
+
+
 def _full(value, device: torch.device) -> Tensor:
     """A 0-d float32 tensor on ``device`` from a number or tensor, without a host round trip."""
     if isinstance(value, Tensor):
@@ -134,12 +159,8 @@ class TritonStep:
                     s["momentum_buffer"] = torch.empty_like(w, dtype=torch.float32)
             if found_inf is not None and any(fresh):
                 found_inf = None  # known to be clear
-        steps = []
-        for s in states:
-            if s["step"].device != device:  # a fresh or loaded counter: moved once
-                s["step"] = s["step"].to(device)
-            steps.append(s["step"])
-        torch._foreach_add_(steps, 1.0)
+        steps = _step_counters(states, device)
+        steps.add_(1.0)
         gc = k.gc(group)
         shapes = tuple(tuple(w.shape) if w.dim() else (1,) for w in weights)
         gc_flags = tuple(gc and w.dim() > 1 for w in weights)
@@ -165,11 +186,10 @@ class TritonStep:
                 COLS=COLS,
             )
             run = self._adam if k.family == "adam" else self._sgd
-            run(group, weights, grads, states, torch.stack(steps), info, tasks, bounds, count, ctl,
+            run(group, weights, grads, states, steps, info, tasks, bounds, count, ctl,
                 common, reduce_norms)  # fmt: skip
         if found_inf is not None:
-            flag = found_inf.to(device=device, dtype=torch.float32).reshape(())
-            torch._foreach_sub_(steps, [flag] * len(steps))
+            steps.sub_(found_inf.to(device=device, dtype=torch.float32).reshape(()))
 
     def _norms(self, group, partials, bounds, n, device, reduce_norms) -> Tensor:
         sq_norms = torch.empty((n, 2), dtype=torch.float32, device=device)
