@@ -272,3 +272,16 @@ def test_bench_runs_and_reports(monkeypatch):
     ranger = next(r for r in rows if r["name"] == "rangerlab.Ranger")
     assert ranger["state_bytes"] == 12  # exp_avg, exp_avg_sq, slow_param in float32
     assert any("rangerlab.RAdam" in line and "<= 1.80" in line for line in lines)
+
+
+def test_cuda_bench_sets_and_refusal(capsys):
+    from rangerlab import bench_cuda
+
+    sizes = {k: sum(torch.Size(s).numel() for s in v) for k, v in bench_cuda.SETS.items()}
+    assert sizes == {"resnet18": 11_689_512, "gpt2-small": 124_439_808, "2000x4096": 8_192_000}
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cuda"])
+        assert "CUDA is not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--sets", "gpt2-small"])  # a GPU-only set
