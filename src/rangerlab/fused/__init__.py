@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from .._ops import _PLAIN_TYPES
-from . import _build
+from . import _build, sharded
 from .amp import NO_CONTROL, StepControl, nonfinite_flag
 from .plans import FusedKernel, kernel_for
 
@@ -125,8 +125,10 @@ def _unsupported(weights: Sequence[Tensor]) -> str | None:
     dtypes = _TRITON_DTYPES if _uses_triton(weights) else _CPU_DTYPES
     if first.dtype not in dtypes:
         return f"dtype {first.dtype} on {first.device.type}"
+    if sharded.row_sharded(list(weights)):
+        weights = sharded.local_tensors(list(weights))
     if not all(type(w) in _PLAIN_TYPES for w in weights):
-        return "tensor subclasses"
+        return "tensor subclasses (other than FSDP2's Shard(0) DTensors)"
     if not all(w.is_contiguous() for w in weights):
         return "non-contiguous tensors"
     return None
@@ -176,6 +178,9 @@ def select(group: dict[str, Any], transforms: Sequence, weights: Sequence[Tensor
         if fused:
             raise ValueError(f"fused=True: the fused kernels do not take {reason}")
         return None
+    if sharded.row_sharded(list(weights)):
+        step = select(group, transforms, sharded.local_tensors(list(weights)))
+        return None if step is None else sharded.ShardedStep(step)
     if _uses_triton(weights):
         if not triton_available():
             if fused:
