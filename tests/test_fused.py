@@ -129,6 +129,21 @@ def test_matches_torch_adam_and_radam_float64():
             assert _rel(pa, pb) <= 1e-13
 
 
+def resume(cls, kwargs, second, params, saved, start, steps, **path):
+    """A new optimizer on ``path`` loads ``saved`` and takes ``trajectory``'s steps from
+    ``start`` (the gradients drawn as ``trajectory`` draws them)."""
+    groups = [{"params": params[:4]}, {"params": params[4:], **second}]
+    resumed = cls(groups, **kwargs, **path)
+    resumed.load_state_dict(saved)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        for i, p in enumerate(params):
+            p.grad = None if i == 3 else torch.randn(p.shape, generator=gen)
+        if step >= start:
+            resumed.step()
+    return resumed
+
+
 def test_state_dict_moves_between_paths():
     """A checkpoint from the fused path resumes on the reference path and vice versa."""
     cls, kwargs, second = CASES[4]  # Ranger, k=3: the resume lands mid-cycle
@@ -139,15 +154,7 @@ def test_state_dict_moves_between_paths():
     ):
         params, opt = trajectory(cls, kwargs, second, torch.float32, steps=5, **first)
         saved = copy.deepcopy(opt.state_dict())
-        groups = [{"params": params[:4]}, {"params": params[4:], **second}]
-        resumed = cls(groups, **kwargs, **then)
-        resumed.load_state_dict(saved)
-        gen = torch.Generator().manual_seed(1)
-        for step in range(10):
-            for i, p in enumerate(params):
-                p.grad = None if i == 3 else torch.randn(p.shape, generator=gen)
-            if step >= 5:
-                resumed.step()
+        resumed = resume(cls, kwargs, second, params, saved, start=5, steps=10, **then)
         assert_same(params, resumed, *full, rtol=1e-6)
 
 

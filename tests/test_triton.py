@@ -22,7 +22,15 @@ import rangerlab  # noqa: E402
 from rangerlab import fused  # noqa: E402
 from rangerlab.fused import triton_plan  # noqa: E402
 from rangerlab.transforms.lookahead import COUNTER  # noqa: E402
-from test_fused import CASES, IDS, _rel, assert_same, make_params, trajectory  # noqa: E402
+from test_fused import (  # noqa: E402
+    CASES,
+    IDS,
+    _rel,
+    assert_same,
+    make_params,
+    resume,
+    trajectory,
+)
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1",
@@ -180,15 +188,7 @@ def test_state_dict_moves_between_paths(monkeypatch):
         params, opt = trajectory(cls, kwargs, second, torch.float32, steps=3, **first)
         saved = copy.deepcopy(opt.state_dict())
         monkeypatch.setenv("RANGERLAB_TRITON_ON_CPU", "0" if triton_first else "1")
-        groups = [{"params": params[:4]}, {"params": params[4:], **second}]
-        resumed = cls(groups, **kwargs, **then)
-        resumed.load_state_dict(saved)
-        gen = torch.Generator().manual_seed(1)
-        for step in range(8):
-            for i, p in enumerate(params):
-                p.grad = None if i == 3 else torch.randn(p.shape, generator=gen)
-            if step >= 3:
-                resumed.step()
+        resumed = resume(cls, kwargs, second, params, saved, start=3, steps=8, **then)
         assert_same(params, resumed, *full, rtol=2e-6)
 
 

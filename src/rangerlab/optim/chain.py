@@ -192,7 +192,8 @@ class Chain(Optimizer):
         grads = [p.grad for p in params]
         states = [self.state[p] for p in params]
         if not on_device and control.grad_scale is not None:
-            grads = [g / control.grad_scale for g in grads]
+            scale = float(control.grad_scale)  # a number: DTensor gradients divide by it too
+            grads = [g / scale for g in grads]
         low = params[0].dtype in _state.LOW_PRECISION
         master = low and group["master_weights"]
         direct = low and not master and getattr(kernel, "direct_low_precision", False)
