@@ -29,8 +29,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-_W, _G, _M, _V, _S = 0, 1, 2, 3, 4  # rows of the Adam pointer table (_S: slow weights)
-_B = 2  # the SGD table: weights, gradients, momentum buffers
+# Rows of the pointer tables (compiled kernels may read module globals only as constexprs).
+_W, _G, _M, _V, _S = (tl.constexpr(i) for i in range(5))  # Adam: w, g, m, v, slow weights
+_B = tl.constexpr(2)  # SGD: weights, gradients, momentum buffers
 
 
 @triton.jit
