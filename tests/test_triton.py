@@ -207,6 +207,25 @@ def test_path_selection_and_refusals():
         rangerlab.Ranger(doubles, fused=True).step()
 
 
+@pytest.mark.parametrize("radam", [False, True], ids=["adam", "radam"])
+def test_scalar_table_equals_the_rule(radam):
+    """The per-step scalars the kernels read are the transforms' rule at every step, also past
+    the table's end (where the values have settled to their float32 limits)."""
+    kernel = fused.FusedKernel("adam", radam=radam)
+    table = triton_plan.scalar_table(kernel, 0.9, 0.99, torch.device("cpu"))
+    end = len(table)
+    assert 1000 < end < triton_plan.TABLE_CAP
+    for t in (1, 2, 5, 6, 7, 100, end - 1, end, end + 1, 10 * end):
+        a, d, adaptive = kernel.scalars(t, 0.9, 0.99)
+        row = table[min(t, end) - 1].tolist()
+        assert row == [
+            torch.tensor(a, dtype=torch.float32).item(),
+            torch.tensor(d, dtype=torch.float32).item(),
+            float(adaptive),
+        ], t
+    assert triton_plan.scalar_table(kernel, 0.9, 0.9999999, torch.device("cpu")) is None
+
+
 def test_one_program_per_task_and_int64_offsets():
     """The task table covers every element once, in whole rows for GC, with int64 entries."""
     shapes = ((40, 50), (7,), (1,), (3, 1))

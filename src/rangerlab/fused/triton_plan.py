@@ -113,6 +113,46 @@ def _step_counters(states: list[dict[str, Any]], device: torch.device) -> Tensor
     return base
 
 
+#: Longest table of per-step scalars: 2^20 steps (12 MB).
+TABLE_CAP = 1 << 20
+
+
+def settled_at(kernel: FusedKernel, beta1: float, beta2: float) -> int | None:
+    """The first step from which the kernel's per-step scalars are their limits (a = d = 1,
+    adaptive) in float32, by bisection on the owners' rule; None if not by :data:`TABLE_CAP`."""
+
+    def settled(t: int) -> bool:
+        a, d, adaptive = kernel.scalars(t, beta1, beta2)
+        return bool(adaptive) and abs(a - 1.0) <= 2.0**-25 and abs(d - 1.0) <= 2.0**-25
+
+    low, high = 1, TABLE_CAP
+    if not settled(high):
+        return None
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if settled(mid) else (mid + 1, high)
+    return low
+
+
+def scalar_table(kernel: FusedKernel, beta1: float, beta2: float, device) -> Tensor | None:
+    """float32 ``(T, 3)``: ``a``, ``d``, adaptive at steps 1..T, from the transforms' rule on a
+    tensor of steps; T is where they settle, so a later step reads row T (its exact float32
+    values). None where they do not settle by :data:`TABLE_CAP` steps.
+
+    A step's scalars are then one gather on the device instead of some twenty small launches.
+    """
+    settled = settled_at(kernel, beta1, beta2)
+    if settled is None:
+        return None
+    steps = torch.arange(1, settled + 1, dtype=torch.float64)
+    a, d, adaptive = kernel.scalars(steps.to(device), beta1, beta2)
+    table = torch.empty((len(steps), 3), dtype=torch.float32, device=device)
+    table[:, 0] = a
+    table[:, 1] = d
+    table[:, 2] = adaptive
+    return table
+
+
 def _full(value, device: torch.device) -> Tensor:
     """A 0-d float32 tensor on ``device`` from a number or tensor, without a host round trip."""
     if isinstance(value, Tensor):
@@ -202,11 +242,17 @@ class TritonStep:
               common, reduce_norms) -> None:  # fmt: skip
         k, device, n = self.kernel, weights[0].device, len(weights)
         beta1, beta2 = group["betas"]
-        a, d, adaptive = k.scalars(step.to(torch.float64), beta1, beta2)
+        table = _cached(
+            ("scalars", device, k.radam, float(beta1), float(beta2)),
+            lambda: scalar_table(k, float(beta1), float(beta2), device),
+        )
         scal = torch.empty((n, 4), dtype=torch.float32, device=device)
-        scal[:, 0] = a
-        scal[:, 1] = d
-        scal[:, 2] = adaptive
+        if table is not None:
+            index = step.clamp(min=1.0, max=float(len(table))).to(torch.int64) - 1
+            scal[:, :3] = table[index]
+        else:  # betas so close to 1 that the scalars have not settled by TABLE_CAP steps
+            a, d, adaptive = k.scalars(step.to(torch.float64), beta1, beta2)
+            scal[:, 0], scal[:, 1], scal[:, 2] = a, d, adaptive
         scal[:, 3] = group["lr"]
         lookahead = k.lookahead
         lists = [weights, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]]
