@@ -64,15 +64,24 @@ def test_triton_equals_reference(cls, kwargs, second, monkeypatch):
     assert_same(*fast, *reference(cls, kwargs, second, torch.float32, monkeypatch), rtol=2e-6)
 
 
-@pytest.mark.parametrize("master_weights", [False, True])
-@pytest.mark.parametrize("case", [CASES[4], CASES[9]], ids=["Ranger", "LARS"])
-def test_bf16_params(case, master_weights, monkeypatch):
+@pytest.mark.parametrize(
+    "case, dtype, master_weights",
+    [
+        (CASES[4], torch.bfloat16, False),
+        (CASES[4], torch.bfloat16, True),
+        (CASES[9], torch.bfloat16, False),
+        (CASES[9], torch.bfloat16, True),
+        (CASES[5], torch.float16, False),
+    ],
+    ids=["Ranger-bf16", "Ranger-bf16-master", "LARS-bf16", "LARS-bf16-master", "RangerLARS-fp16"],
+)
+def test_low_precision_params(case, dtype, master_weights, monkeypatch):
     cls, kwargs, second = case
     kwargs = {**kwargs, "master_weights": master_weights}
-    fast = trajectory(cls, kwargs, second, torch.bfloat16, steps=STEPS, fused=True)
-    ref = reference(cls, kwargs, second, torch.bfloat16, monkeypatch)
+    fast = trajectory(cls, kwargs, second, dtype, steps=STEPS, fused=True)
+    ref = reference(cls, kwargs, second, dtype, monkeypatch)
     for pf, pr in zip(fast[0], ref[0], strict=True):
-        assert pf.dtype == torch.bfloat16
+        assert pf.dtype == dtype
         # Both round a float32 result once per step, to nearest-even.
         torch.testing.assert_close(pf, pr, rtol=8e-3, atol=1e-5)
     states = [s for s in fast[1].state.values() if len(s) > 1]

@@ -35,6 +35,9 @@ float32/bf16/fp16 on CUDA. ``fused=True`` raises a clear error where that does n
 ``fused=None`` quietly takes the reference path, also when the kernels cannot be built (no C++
 compiler) or triton is missing, after one warning.
 
+FSDP2: parameters that are ``Shard(0)`` DTensors run the same kernels on their local shards
+(:mod:`.sharded`), with the trust ratios' norms summed over the ranks once per bucket.
+
 Testing without a GPU: with the environment variable ``RANGERLAB_TRITON_ON_CPU=1`` (private, for
 the test suite) CPU buckets take the Triton path, which then runs under ``TRITON_INTERPRET=1``.
 """
@@ -117,11 +120,19 @@ def _uses_triton(weights: Sequence[Tensor]) -> bool:
     return weights[0].device.type == "cuda" or _triton_on_cpu()
 
 
+#: The oldest GPUs (compute capability) the Triton kernels are built for.
+MIN_CAPABILITY = (7, 5)
+
+
 def _unsupported(weights: Sequence[Tensor]) -> str | None:
     # A bucket shares one device and dtype, so the first tensor speaks for them all.
     first = weights[0]
     if first.device.type not in ("cpu", "cuda"):
         return f"device {first.device} (the fused kernels run on CPU and CUDA)"
+    if first.device.type == "cuda" and torch.cuda.get_device_capability(first.device) < (
+        MIN_CAPABILITY
+    ):
+        return f"a GPU of compute capability below {MIN_CAPABILITY}"
     dtypes = _TRITON_DTYPES if _uses_triton(weights) else _CPU_DTYPES
     if first.dtype not in dtypes:
         return f"dtype {first.dtype} on {first.device.type}"
