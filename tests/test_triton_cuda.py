@@ -2,8 +2,8 @@
 launch per pass, and the README's mixed-precision loop. Skipped without CUDA; the same kernels
 are checked on every machine under triton's interpreter (``test_triton.py``).
 
-Run these in their own process (``scripts/gpu_check.sh`` does): ``test_triton.py`` sets
-``TRITON_INTERPRET=1`` for its process, which would make these run interpreted.
+``test_triton.py`` sets ``TRITON_INTERPRET=1`` only where there is no GPU, so on a GPU machine
+both files share a session and these run compiled; with the variable set by hand these skip.
 """
 
 from __future__ import annotations
