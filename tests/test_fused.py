@@ -24,6 +24,11 @@ CASES = with_path("fused")
 cases = pytest.mark.parametrize("case", CASES, ids=str)
 
 
+def case_named(name):
+    """The case of the table called ``name``."""
+    return next(c for c in CASES if c.name == name)
+
+
 def make_params(dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in SHAPES]
@@ -111,9 +116,24 @@ def test_matches_torch_adam_and_radam_float64():
             assert _rel(pa, pb) <= 1e-13
 
 
+def resume(case, params, saved, start, steps, **path):
+    """A new optimizer on ``path`` loads ``saved`` and takes ``trajectory``'s steps from
+    ``start`` (the gradients drawn as ``trajectory`` draws them)."""
+    groups = [{"params": params[:4]}, {"params": params[4:], **case.second}]
+    resumed = case.ours(groups, **path)
+    resumed.load_state_dict(saved)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        for i, p in enumerate(params):
+            p.grad = None if i == 3 else torch.randn(p.shape, generator=gen)
+        if step >= start:
+            resumed.step()
+    return resumed
+
+
 def test_state_dict_moves_between_paths():
     """A checkpoint from the fused path resumes on the reference path and vice versa."""
-    case = next(c for c in CASES if c.name == "ranger-lars-capped-k4")  # resumes mid-cycle
+    case = case_named("ranger-lars-capped-k4")  # resumes mid-cycle
     full = trajectory(case, torch.float32, steps=10, foreach=False)
     for first, then in (
         (dict(fused=True), dict(foreach=False)),
@@ -121,15 +141,7 @@ def test_state_dict_moves_between_paths():
     ):
         params, opt = trajectory(case, torch.float32, steps=5, **first)
         saved = copy.deepcopy(opt.state_dict())
-        groups = [{"params": params[:4]}, {"params": params[4:], **case.second}]
-        resumed = case.ours(groups, **then)
-        resumed.load_state_dict(saved)
-        gen = torch.Generator().manual_seed(1)
-        for step in range(10):
-            for i, p in enumerate(params):
-                p.grad = None if i == 3 else torch.randn(p.shape, generator=gen)
-            if step >= 5:
-                resumed.step()
+        resumed = resume(case, params, saved, start=5, steps=10, **then)
         assert_same(params, resumed, *full, rtol=1e-6)
 
 
@@ -148,10 +160,12 @@ def test_grad_untouched_and_no_temporaries():
     )
 
 
-def test_amp_skipped_step_changes_nothing():
+@pytest.mark.parametrize("path", [dict(fused=True), dict(foreach=True)], ids=["fused", "foreach"])
+def test_amp_skipped_step_changes_nothing(path):
     params = make_params(torch.float32)
-    opt = rangerlab.Ranger(params, fused=True, k=1)
-    assert not getattr(opt, "_step_supports_amp_scaling", False)
+    opt = rangerlab.Ranger(params, k=1, **path)
+    # GradScaler hands grad_scale and found_inf to step() instead of unscaling itself.
+    assert opt._step_supports_amp_scaling
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
     scaler.scale(torch.ones(()))  # what scaling a loss does: creates the scale
     before = [p.detach().clone() for p in params]
@@ -161,6 +175,24 @@ def test_amp_skipped_step_changes_nothing():
     scaler.update()
     assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
     assert not opt.state and opt.param_groups[0].get("lookahead_step", 0) == 0
+
+
+@pytest.mark.parametrize("path", [dict(fused=True), dict(foreach=True)], ids=["fused", "foreach"])
+def test_amp_scaled_step_equals_unscaled(path):
+    """The gradients GradScaler hands over scaled are divided by its scale inside the step."""
+    case = case_named("ranger-lars-capped-k4")  # the trust ratio sees unscaled gradients
+    plain = trajectory(case, torch.float32, steps=3, **path)
+    params = make_params(torch.float32)
+    opt = case.ours([{"params": params[:4]}, {"params": params[4:], **case.second}], **path)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        scaler.scale(torch.ones(()))
+        for i, p in enumerate(params):
+            p.grad = None if i == 3 else torch.randn(p.shape, generator=gen) * scaler.get_scale()
+        scaler.step(opt)
+        scaler.update()
+    assert_same(params, opt, *plain, rtol=1e-6)
 
 
 def test_path_selection():
@@ -192,6 +224,38 @@ def test_fused_true_errors():
     rangerlab.Adam([odd]).step()  # fused=None: the reference path
 
 
+def test_unknown_setting_refuses_the_kernel():
+    """A link that declares a setting the kernels do not read takes the reference path."""
+
+    class Amsgrad(scale_by_adam().__class__):
+        hyperparams = {"betas": (0.9, 0.999), "eps": 1e-8}
+
+    extra = scale_by_adam()
+    extra.hyperparams = {**extra.hyperparams, "amsgrad": False}
+    assert fused.kernel_for([scale_by_adam()]) is not None
+    assert fused.kernel_for([extra]) is None
+    assert fused.kernel_for([Amsgrad()]) is None  # a subclass may change the maths
+    with pytest.raises(ValueError, match="no fused kernel"):
+        rangerlab.Chain(make_params(torch.float32), [extra], fused=True)
+
+
+def test_scalar_owners_take_numbers_and_tensors():
+    """The per-step rules give the same values for Python steps and for a tensor of steps."""
+    from rangerlab.transforms.adam import adam_scalars
+    from rangerlab.transforms.radam import radam_scalars
+
+    steps = torch.arange(1, 12, dtype=torch.float64)
+    for owner in (adam_scalars, radam_scalars):
+        a, d, adaptive = owner(steps, 0.9, 0.999)
+        for i, t in enumerate(range(1, 12)):
+            a_t, d_t, on = owner(t, 0.9, 0.999)
+            assert float(a[i]) == pytest.approx(a_t, rel=1e-12)
+            assert float(d if isinstance(d, float) else d[i]) == pytest.approx(d_t, rel=1e-12)
+            assert bool(adaptive if isinstance(adaptive, bool) else adaptive[i]) == on
+    # RAdam turns adaptive at step 6 with beta2 = 0.999 (rho_t > 5), as torch does.
+    assert radam_scalars(steps, 0.9, 0.999)[2].tolist() == [False] * 5 + [True] * 6
+
+
 def test_bench_runs_and_reports(monkeypatch):
     assert sum(torch.Size(s).numel() for s in bench.resnet18_shapes()) == 11_689_512
     monkeypatch.setitem(bench.PARAM_SETS, "tiny", [(8, 4), (3,)])
@@ -202,3 +266,16 @@ def test_bench_runs_and_reports(monkeypatch):
     ranger = next(r for r in rows if r["name"] == "rangerlab.Ranger")
     assert ranger["state_bytes"] == 12  # exp_avg, exp_avg_sq, slow_param in float32
     assert any("rangerlab.RAdam" in line and "<= 1.80" in line for line in lines)
+
+
+def test_cuda_bench_sets_and_refusal(capsys):
+    from rangerlab import bench_cuda
+
+    sizes = {k: sum(torch.Size(s).numel() for s in v) for k, v in bench_cuda.SETS.items()}
+    assert sizes == {"resnet18": 11_689_512, "gpt2-small": 124_439_808, "2000x4096": 8_192_000}
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cuda"])
+        assert "CUDA is not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--sets", "gpt2-small"])  # a GPU-only set

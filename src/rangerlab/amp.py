@@ -22,9 +22,11 @@ def scaler_step(
     """``scaler.step(optimizer)`` and ``scaler.update()``; then ``scheduler.step()`` if it stepped.
 
     Works with any ``torch.optim.Optimizer``. A step counts as taken when the scaler called
-    ``optimizer.step()`` and the optimizer did not skip it itself (rangerlab's
-    ``skip_nonfinite=True`` and `rangerlab.Lookahead` set ``last_step_skipped``; an
-    optimizer that unscales inside its step skips exactly when the scale backs off).
+    ``optimizer.step()``, the optimizer did not skip it itself (rangerlab's
+    ``skip_nonfinite=True`` and `rangerlab.Lookahead` set ``last_step_skipped``) and the scaler
+    found no inf/NaN (an optimizer that takes ``found_inf`` itself, as rangerlab's and torch's
+    fused ones do, is called and skips on the device; the scaler then lowers its scale, which is
+    how this helper knows).
 
     Args:
         scaler: the ``GradScaler`` the loss was scaled with.
@@ -64,18 +66,14 @@ def scaler_step(
         )
     called: list[bool] = []
     handle = optimizer.register_step_post_hook(lambda *_: called.append(True))
+    scale = scaler.get_scale()
     try:
         scaler.step(optimizer, **step_kwargs)
     finally:
         handle.remove()
-    in_step = called and getattr(optimizer, "_step_supports_amp_scaling", False)
-    scale = scaler.get_scale() if in_step and scaler.is_enabled() else None
     scaler.update()
-    taken = bool(called) and not getattr(optimizer, "last_step_skipped", False)
-    if scale is not None:
-        # An optimizer that unscales inside its step (torch's fused ones) is always called and
-        # skips on the device; the scale backs off exactly when inf/NaN was found.
-        taken = taken and scaler.get_scale() >= scale
+    found_inf = scaler.get_scale() < scale  # update() lowers the scale only after inf/NaN
+    taken = bool(called) and not found_inf and not getattr(optimizer, "last_step_skipped", False)
     if taken and scheduler is not None:
         scheduler.step()
     return taken

@@ -361,7 +361,18 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--sets", nargs="+", choices=sorted(PARAM_SETS), default=list(PARAM_SETS))
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: the GPU benchmark (rangerlab.bench_cuda: Triton step, GPT-2 small shapes too)",
+    )
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        choices=sorted({*PARAM_SETS, "gpt2-small"}),
+        help="parameter sets (default: all of the device's)",
+    )
     parser.add_argument("--reps", type=int, default=30, help="timed blocks per optimizer")
     parser.add_argument("--no-peers", action="store_true", help="skip the other libraries")
     parser.add_argument(
@@ -374,7 +385,19 @@ def main(argv: list[str] | None = None) -> None:
         if args.threads < 1:
             parser.error(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
-    run(args.sets, args.reps, not args.no_peers)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: CUDA is not available on this machine")
+        from . import bench_cuda
+
+        sets = args.sets or list(bench_cuda.SETS)
+        bench_cuda.run(sets, args.reps, not args.no_peers)
+        return
+    sets = args.sets or list(PARAM_SETS)
+    unknown = set(sets) - set(PARAM_SETS)
+    if unknown:
+        parser.error(f"--sets {', '.join(sorted(unknown))}: only with --device cuda")
+    run(sets, args.reps, not args.no_peers)
 
 
 if __name__ == "__main__":

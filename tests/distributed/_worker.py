@@ -33,6 +33,7 @@ from torch.distributed.tensor import DTensor, Shard
 from torch.nn.parallel import DistributedDataParallel
 
 import rangerlab
+from rangerlab import fused
 from rangerlab.transforms import add_decayed_weights, scale_by_adam, scale_by_trust_ratio
 
 STEPS = 8
@@ -142,6 +143,14 @@ def fsdp_model(world: int, shard_dim: int = 0) -> nn.Module:
     return fully_shard(model, mesh=mesh)
 
 
+def fsdp_path(opt) -> str:
+    """Which step a rangerlab optimizer's first group takes on the FSDP2 shards."""
+    if not isinstance(opt, rangerlab.Chain):
+        return "not a Chain"
+    group = opt.param_groups[0]
+    return type(fused.select(group, opt.chain_for(group), group["params"])).__name__
+
+
 def state_kinds(opt) -> list[str]:
     """Type names of the tensors in an optimizer's per-parameter state (step counters aside)."""
     return sorted(
@@ -168,6 +177,7 @@ def scenario_two(rank: int, world: int, out: str) -> dict:
             "fsdp": full_params(model),
             "fsdp_state_kinds": state_kinds(opt),
             "fsdp_slow": slow_params(model, opt),
+            "fsdp_path": fsdp_path(opt),
         }
     results["checkpoint"] = checkpoint_roundtrip(rank, world, out)
     results["skip_nonfinite"] = skip_nonfinite(rank, world)

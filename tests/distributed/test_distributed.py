@@ -146,6 +146,16 @@ def test_fsdp2_equals_one_process(two: dict, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_fsdp2_takes_the_fused_path_on_shard0(two: dict, name: str) -> None:
+    """Every rangerlab preset runs its fused kernels on the local shards (explicit foreach
+    keeps the reference path, as on one process); foreign optimizers are not Chains."""
+    expected = {"LARS foreach=True": "NoneType"}.get(name, "ShardedStep")
+    if name.startswith("Lookahead("):
+        expected = "not a Chain"
+    assert two[name]["fsdp_path"] == expected
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_fsdp2_state_stays_sharded(two: dict, name: str) -> None:
     assert two[name]["fsdp_state_kinds"] == ["DTensor"]
 

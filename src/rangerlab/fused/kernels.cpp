@@ -49,26 +49,6 @@ void run(const std::vector<Task>& tasks, const F& body, int64_t from = 0, int64_
   });
 }
 
-// Trust ratios need whole-tensor norms before the update. Both passes go over a batch of whole
-// tensors of about kBatch elements at a time, so that the second pass finds what the first one
-// read still in cache: finish(from, to) turns the batch's partial norms into ratios in between.
-constexpr int64_t kBatch = 1 << 19;
-
-template <typename P1, typename Fin, typename P2>
-void two_pass(const std::vector<Task>& tasks, const P1& pass1, const Fin& finish, const P2& pass2) {
-  const int64_t count = static_cast<int64_t>(tasks.size());
-  for (int64_t from = 0, to = 0; from < count; from = to) {
-    int64_t elements = 0;
-    while (to < count && (elements < kBatch || tasks[to].index == tasks[to - 1].index)) {
-      elements += tasks[to].end - tasks[to].begin;
-      ++to;
-    }
-    run(tasks, pass1, from, to);
-    finish(from, to);
-    run(tasks, pass2, from, to);
-  }
-}
-
 // Partial sums in SIMD registers of the data type (GCC/Clang vector extensions: the compiler will
 // not reorder a scalar floating-point sum itself without -ffast-math) over short spans, each
 // span's lanes then added into a double, so the rounding error stays that of a short sum
@@ -269,56 +249,80 @@ void adam_apply_row(const AdamArgs<T>& s, T r, T* __restrict__ w, const T* __res
   }
 }
 
-// Adam family: Adam/AdamW, RAdam, Ranger (+ Lookahead sync) and, with `trust`, the LAMB trust
-// ratio of Ranger-LARS. Per tensor i the direction is
+// Adam family: Adam/AdamW, RAdam, Ranger (+ Lookahead sync). Per tensor i the direction is
 //   u = a_i * m / (sqrt(v) / d_i + eps)   (adaptive_i)   or   u = a_i * m   (RAdam's first steps)
-// with weight decay added to g (coupled) or to u (decoupled).
+// with weight decay added to g (coupled) or to u (decoupled). The per-step scalars a, d and
+// adaptive come from the transforms (adam_scalars, radam_scalars): they are not written here.
+struct AdamConfig {
+  double beta1, beta2, eps, weight_decay;
+  bool decoupled;
+};
+
+template <typename T>
+AdamArgs<T> adam_args(const AdamConfig& c, double a, double d, int64_t adaptive, double lr,
+                      bool sync, double alpha) {
+  AdamArgs<T> s;
+  s.b1w = T(1 - c.beta1), s.b2 = T(c.beta2), s.b2w = T(1 - c.beta2), s.eps = T(c.eps);
+  s.wd_in = T(c.weight_decay), s.wd_out = T(c.weight_decay), s.a = T(a), s.d = T(d);
+  s.neg_lr = T(-lr), s.alpha = T(alpha);
+  s.b1_small = std::abs(1 - c.beta1) < 0.5, s.alpha_small = std::abs(alpha) < 0.5;
+  s.coupled = !c.decoupled && c.weight_decay != 0;
+  s.decoupled = c.decoupled && c.weight_decay != 0;
+  s.adaptive = adaptive != 0, s.sync = sync;
+  return s;
+}
+
+// One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps.
 void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                at::TensorList exp_avg_sqs, at::TensorList slows, at::ArrayRef<double> a,
                at::ArrayRef<double> d, at::ArrayRef<int64_t> adaptive, double lr, double beta1,
-               double beta2, double eps, double weight_decay, bool decoupled, bool gc,
-               bool trust, double max_weight_norm, bool sync, double alpha) {
+               double beta2, double eps, double weight_decay, bool decoupled, bool gc, bool sync,
+               double alpha) {
   const int64_t n = params.size();
   check_lists({grads, exp_avgs, exp_avg_sqs}, n);
   if (sync) check_lists({slows}, n);
   if (n == 0) return;
   const auto tasks = make_tasks(params, gc);
+  const AdamConfig c{beta1, beta2, eps, weight_decay, decoupled};
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_adam_step", [&] {
     using T = scalar_t;
-    auto args = [&](int64_t i) {
-      AdamArgs<T> s;
-      s.b1w = T(1 - beta1), s.b2 = T(beta2), s.b2w = T(1 - beta2), s.eps = T(eps);
-      s.wd_in = T(weight_decay), s.wd_out = T(weight_decay), s.a = T(a[i]), s.d = T(d[i]);
-      s.neg_lr = T(-lr), s.alpha = T(alpha);
-      s.b1_small = std::abs(1 - beta1) < 0.5, s.alpha_small = std::abs(alpha) < 0.5;
-      s.coupled = !decoupled && weight_decay != 0, s.decoupled = decoupled && weight_decay != 0;
-      s.adaptive = adaptive[i] != 0, s.sync = sync;
-      return s;
-    };
-    auto slow_of = [&](int64_t i) { return sync ? slows[i].data_ptr<T>() : nullptr; };
-    if (!trust) {
-      run(tasks, [&](int64_t, const Task& task) {
-        const int64_t i = task.index;
-        const AdamArgs<T> s = args(i);
-        T* w = params[i].data_ptr<T>();
-        const T* g = grads[i].data_ptr<T>();
-        T* m = exp_avgs[i].data_ptr<T>();
-        T* v = exp_avg_sqs[i].data_ptr<T>();
-        T* slow = slow_of(i);
-        with_flags(s.adaptive, s.sync, s.b1_small, [&](auto A, auto S, auto B) {
-          for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
-            adam_row<T, A(), S(), B()>(s, w + b, g + b, m + b, v + b, slow ? slow + b : nullptr,
-                                       len, mean);
-          });
+    run(tasks, [&](int64_t, const Task& task) {
+      const int64_t i = task.index;
+      const AdamArgs<T> s = adam_args<T>(c, a[i], d[i], adaptive[i], lr, sync, alpha);
+      T* w = params[i].data_ptr<T>();
+      const T* g = grads[i].data_ptr<T>();
+      T* m = exp_avgs[i].data_ptr<T>();
+      T* v = exp_avg_sqs[i].data_ptr<T>();
+      T* slow = sync ? slows[i].data_ptr<T>() : nullptr;
+      with_flags(s.adaptive, s.sync, s.b1_small, [&](auto A, auto S, auto B) {
+        for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+          adam_row<T, A(), S(), B()>(s, w + b, g + b, m + b, v + b, slow ? slow + b : nullptr,
+                                     len, mean);
         });
       });
-      return;
-    }
-    std::vector<double> u_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0), un(n, 0.0), wn(n, 0.0);
-    std::vector<T> ratio(n, T(1));
-    auto norms = [&](int64_t t, const Task& task) {
+    });
+  });
+}
+
+// Trust-ratio pass 1 (LAMB, Ranger-LARS): the moments, and per tensor the squared norms of the
+// weights and of the direction, returned as a float64 (n, 2) tensor. The caller turns them into
+// ratios (lamb_ratio), summing them over ranks first for sharded tensors.
+Tensor adam_trust_norms(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                        at::TensorList exp_avg_sqs, at::ArrayRef<double> a, at::ArrayRef<double> d,
+                        at::ArrayRef<int64_t> adaptive, double beta1, double beta2, double eps,
+                        double weight_decay, bool decoupled, bool gc) {
+  const int64_t n = params.size();
+  check_lists({grads, exp_avgs, exp_avg_sqs}, n);
+  Tensor out = at::zeros({n, 2}, at::kDouble);
+  if (n == 0) return out;
+  const auto tasks = make_tasks(params, gc);
+  std::vector<double> u_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0);
+  const AdamConfig c{beta1, beta2, eps, weight_decay, decoupled};
+  AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_adam_trust_norms", [&] {
+    using T = scalar_t;
+    run(tasks, [&](int64_t t, const Task& task) {
       const int64_t i = task.index;
-      const AdamArgs<T> s = args(i);
+      const AdamArgs<T> s = adam_args<T>(c, a[i], d[i], adaptive[i], 0.0, false, 0.0);
       const T* w = params[i].data_ptr<T>();
       const T* g = grads[i].data_ptr<T>();
       T* m = exp_avgs[i].data_ptr<T>();
@@ -329,30 +333,41 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
                                       w_sq[t]);
         });
       });
-    };
-    auto ratios = [&](int64_t from, int64_t to) {
-      for (int64_t t = from; t < to; ++t) {
-        un[tasks[t].index] += u_sq[t];
-        wn[tasks[t].index] += w_sq[t];
-      }
-      for (int64_t i = tasks[from].index; i <= tasks[to - 1].index; ++i) {
-        const T w_norm = T(std::sqrt(wn[i])), u_norm = T(std::sqrt(un[i]));
-        const T capped = max_weight_norm >= 0 ? std::min(w_norm, T(max_weight_norm)) : w_norm;
-        ratio[i] = (w_norm > 0 && u_norm > 0) ? capped / u_norm : T(1);
-      }
-    };
-    auto apply = [&](int64_t, const Task& task) {
+    });
+  });
+  // Task order is fixed, so the sums are deterministic.
+  double* o = out.data_ptr<double>();
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    o[2 * tasks[t].index] += w_sq[t];
+    o[2 * tasks[t].index + 1] += u_sq[t];
+  }
+  return out;
+}
+
+// Trust-ratio pass 2: w -= lr * r_i * u from the stored moments, and the sync.
+void adam_trust_apply(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                      at::TensorList slows, at::ArrayRef<double> a, at::ArrayRef<double> d,
+                      at::ArrayRef<int64_t> adaptive, at::ArrayRef<double> ratios, double lr,
+                      double eps, double weight_decay, bool decoupled, bool sync, double alpha) {
+  const int64_t n = params.size();
+  check_lists({exp_avgs, exp_avg_sqs}, n);
+  if (sync) check_lists({slows}, n);
+  if (n == 0) return;
+  const auto tasks = make_tasks(params, false);
+  const AdamConfig c{0.0, 0.0, eps, weight_decay, decoupled};
+  AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_adam_trust_apply", [&] {
+    using T = scalar_t;
+    run(tasks, [&](int64_t, const Task& task) {
       const int64_t i = task.index;
-      T* slow = slow_of(i);
-      const AdamArgs<T> s = args(i);
+      T* slow = sync ? slows[i].data_ptr<T>() : nullptr;
+      const AdamArgs<T> s = adam_args<T>(c, a[i], d[i], adaptive[i], lr, sync, alpha);
       with_flags(s.adaptive, s.sync, false, [&](auto A, auto S, auto) {
-        adam_apply_row<T, A(), S()>(s, ratio[i], params[i].data_ptr<T>() + task.begin,
+        adam_apply_row<T, A(), S()>(s, T(ratios[i]), params[i].data_ptr<T>() + task.begin,
                                     exp_avgs[i].data_ptr<T>() + task.begin,
                                     exp_avg_sqs[i].data_ptr<T>() + task.begin,
                                     slow ? slow + task.begin : nullptr, task.end - task.begin);
       });
-    };
-    two_pass(tasks, norms, ratios, apply);
+    });
   });
 }
 
@@ -403,28 +418,55 @@ void sq_norms_row(const T* __restrict__ w, const T* __restrict__ g, int64_t len,
   }
 }
 
-// SGD and LARS/LARC: d = trust * (g + wd * w), torch-SGD momentum, w -= lr * (v or d + mu v).
-// fresh_i marks a momentum buffer that is written for the first time (v = d).
+// LARS/LARC pass 1: per tensor the squared norms of the weights and of the (centralized)
+// gradient, as a float64 (n, 2) tensor. The caller turns them into ratios (lars_ratio).
+Tensor sgd_trust_norms(at::TensorList params, at::TensorList grads, bool gc) {
+  const int64_t n = params.size();
+  check_lists({grads}, n);
+  Tensor out = at::zeros({n, 2}, at::kDouble);
+  if (n == 0) return out;
+  const auto tasks = make_tasks(params, gc);
+  std::vector<double> g_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0);
+  AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_sgd_trust_norms", [&] {
+    using T = scalar_t;
+    run(tasks, [&](int64_t t, const Task& task) {
+      const T* g = grads[task.index].data_ptr<T>();
+      const T* w = params[task.index].data_ptr<T>();
+      for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+        sq_norms_row(w + b, g + b, len, mean, g_sq[t], w_sq[t]);
+      });
+    });
+  });
+  double* o = out.data_ptr<double>();
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    o[2 * tasks[t].index] += w_sq[t];
+    o[2 * tasks[t].index + 1] += g_sq[t];
+  }
+  return out;
+}
+
+// SGD and LARS/LARC: d = r_i * (g + wd * w), torch-SGD momentum, w -= lr * (v or d + mu v).
+// fresh_i marks a momentum buffer that is written for the first time (v = d); `ratios` holds
+// the trust ratios (empty: no ratio).
 void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
-              at::ArrayRef<int64_t> fresh, double lr, double momentum, double dampening,
-              double weight_decay, bool nesterov, bool gc, bool trust, double trust_coefficient,
-              double eps, bool clip) {
+              at::ArrayRef<int64_t> fresh, at::ArrayRef<double> ratios, double lr,
+              double momentum, double dampening, double weight_decay, bool nesterov, bool gc) {
   const int64_t n = params.size();
   check_lists({grads}, n);
   const bool has_momentum = momentum != 0;
   if (has_momentum) check_lists({bufs}, n);
+  TORCH_CHECK(ratios.empty() || static_cast<int64_t>(ratios.size()) == n,
+              "rangerlab fused: list lengths differ");
   if (n == 0) return;
   const auto tasks = make_tasks(params, gc);
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_sgd_step", [&] {
     using T = scalar_t;
-    const T wd = T(weight_decay);
-    std::vector<T> ratio(n, T(1));
-    auto update = [&](int64_t, const Task& task) {
+    run(tasks, [&](int64_t, const Task& task) {
       const int64_t i = task.index;
       SgdArgs<T> s;
-      s.wd = wd, s.mu = T(momentum), s.keep = T(1 - dampening), s.neg_lr = T(-lr);
-      s.r = ratio[i], s.decay = weight_decay != 0, s.momentum = has_momentum;
-      s.first = has_momentum && fresh[i] != 0, s.nesterov = nesterov;
+      s.wd = T(weight_decay), s.mu = T(momentum), s.keep = T(1 - dampening), s.neg_lr = T(-lr);
+      s.r = ratios.empty() ? T(1) : T(ratios[i]), s.decay = weight_decay != 0;
+      s.momentum = has_momentum, s.first = has_momentum && fresh[i] != 0, s.nesterov = nesterov;
       T* w = params[i].data_ptr<T>();
       const T* g = grads[i].data_ptr<T>();
       T* v = has_momentum ? bufs[i].data_ptr<T>() : nullptr;
@@ -433,32 +475,7 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
           sgd_row<T, M(), F(), N()>(s, w + b, g + b, v ? v + b : nullptr, len, mean);
         });
       });
-    };
-    if (!trust) {
-      run(tasks, update);
-      return;
-    }
-    std::vector<double> g_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0), gn(n, 0.0), wn(n, 0.0);
-    auto norms = [&](int64_t t, const Task& task) {
-      const T* g = grads[task.index].data_ptr<T>();
-      const T* w = params[task.index].data_ptr<T>();
-      for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
-        sq_norms_row(w + b, g + b, len, mean, g_sq[t], w_sq[t]);
-      });
-    };
-    auto ratios = [&](int64_t from, int64_t to) {
-      for (int64_t t = from; t < to; ++t) {
-        gn[tasks[t].index] += g_sq[t];
-        wn[tasks[t].index] += w_sq[t];
-      }
-      for (int64_t i = tasks[from].index; i <= tasks[to - 1].index; ++i) {
-        const T w_norm = T(std::sqrt(wn[i])), g_norm = T(std::sqrt(gn[i]));
-        T r = T(trust_coefficient) * w_norm / (g_norm + wd * w_norm + T(eps));
-        if (clip) r = std::min(r / T(lr), T(1));
-        ratio[i] = (w_norm > 0 && g_norm > 0) ? r : T(1);
-      }
-    };
-    two_pass(tasks, norms, ratios, update);
+    });
   });
 }
 
@@ -469,14 +486,26 @@ TORCH_LIBRARY(rangerlab_fused, m) {
       "adam_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] slows, float[] a, float[] d, int[] adaptive, "
       "float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled, "
-      "bool gc, bool trust, float max_weight_norm, bool sync, float alpha) -> ()");
+      "bool gc, bool sync, float alpha) -> ()");
   m.def(
-      "sgd_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] bufs, int[] fresh, float lr, "
-      "float momentum, float dampening, float weight_decay, bool nesterov, bool gc, bool trust, "
-      "float trust_coefficient, float eps, bool clip) -> ()");
+      "adam_trust_norms(Tensor[] params, Tensor[] grads, Tensor(a!)[] exp_avgs, "
+      "Tensor(b!)[] exp_avg_sqs, float[] a, float[] d, int[] adaptive, float beta1, "
+      "float beta2, float eps, float weight_decay, bool decoupled, bool gc) -> Tensor");
+  m.def(
+      "adam_trust_apply(Tensor(a!)[] params, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, "
+      "Tensor(b!)[] slows, float[] a, float[] d, int[] adaptive, float[] ratios, float lr, "
+      "float eps, float weight_decay, bool decoupled, bool sync, float alpha) -> ()");
+  m.def("sgd_trust_norms(Tensor[] params, Tensor[] grads, bool gc) -> Tensor");
+  m.def(
+      "sgd_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] bufs, int[] fresh, "
+      "float[] ratios, float lr, float momentum, float dampening, float weight_decay, "
+      "bool nesterov, bool gc) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(rangerlab_fused, CPU, m) {
   m.impl("adam_step", adam_step);
+  m.impl("adam_trust_norms", adam_trust_norms);
+  m.impl("adam_trust_apply", adam_trust_apply);
+  m.impl("sgd_trust_norms", sgd_trust_norms);
   m.impl("sgd_step", sgd_step);
 }

@@ -2,27 +2,51 @@
 
 A chain maps to a kernel by the types of its links: an optional leading ``Centralize``, a core
 that one kernel family computes, an optional trailing ``LookaheadTransform``. Only exact types
-match, so a user's subclass of a transform keeps the reference path.
+match, so a user's subclass of a transform keeps the reference path, and so does a link that
+declares a group setting the kernels do not read (:data:`UNDERSTOOD`).
+
+The kernels do element-wise work and reductions only. Every per-step scalar and rule comes from
+the transforms, the same functions the reference path calls: :func:`~rangerlab.transforms.adam.
+adam_scalars`, :func:`~rangerlab.transforms.radam.radam_scalars`, :func:`~rangerlab.transforms.
+trust_ratio.lars_ratio`, :func:`~rangerlab.transforms.trust_ratio.lamb_ratio`,
+:func:`~rangerlab.transforms.momentum.first_step` and :func:`~rangerlab.transforms.lookahead.
+sync_due`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..transforms.adam import ScaleByAdam
+from ..transforms.adam import ScaleByAdam, adam_scalars
 from ..transforms.centralize import Centralize
 from ..transforms.lookahead import LookaheadTransform, sync_due
-from ..transforms.momentum import Momentum
-from ..transforms.radam import ScaleByRAdam, rectification
-from ..transforms.trust_ratio import ScaleByLARS, ScaleByTrustRatio
+from ..transforms.momentum import Momentum, first_step
+from ..transforms.radam import ScaleByRAdam, radam_scalars
+from ..transforms.trust_ratio import ScaleByLARS, ScaleByTrustRatio, lamb_ratio, lars_ratio
 from ..transforms.weight_decay import AddDecayedWeights
 from . import _build
+
+#: The group settings the kernels read for each link type. A link declaring anything else
+#: (a subclass or an instance with more hyperparameters) has no kernel.
+UNDERSTOOD: dict[type, frozenset[str]] = {
+    Centralize: frozenset({"gc"}),
+    ScaleByAdam: frozenset({"betas", "eps"}),
+    ScaleByRAdam: frozenset({"betas", "eps"}),
+    AddDecayedWeights: frozenset({"weight_decay"}),
+    ScaleByTrustRatio: frozenset({"max_weight_norm", "trust_ratio"}),
+    ScaleByLARS: frozenset({"trust_coefficient", "eps", "clip", "trust_ratio", "weight_decay"}),
+    Momentum: frozenset({"momentum", "dampening", "nesterov"}),
+    LookaheadTransform: frozenset({"k", "alpha"}),
+}
+
+#: Sums squared norms over the ranks that hold shards of the same tensors (FSDP2), in place.
+NormReducer = Callable[[Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,38 @@ class FusedKernel:
     centralize: bool = False
     lookahead: bool = False
 
+    # -- what every path shares: the settings and per-step scalars, from their owners ----------
+
+    def scalars(self, step, beta1: float, beta2: float):
+        """``(a, d, adaptive)`` of the direction ``a * m / (sqrt(v) / d + eps)`` at ``step``."""
+        owner = radam_scalars if self.radam else adam_scalars
+        return owner(step, beta1, beta2)
+
+    def weight_decay(self, group: dict[str, Any]) -> float:
+        """The decay the kernel applies (LARS adds it itself; the LAMB ratio does not)."""
+        decays = self.decay is not None or (self.family == "sgd" and self.trust)
+        return float(group["weight_decay"]) if decays else 0.0
+
+    def gc(self, group: dict[str, Any]) -> bool:
+        """Gradient Centralization is on for this group."""
+        return self.centralize and bool(group["gc"])
+
+    def uses_trust(self, group: dict[str, Any]) -> bool:
+        """This group computes a trust ratio (two passes)."""
+        return self.trust and bool(group["trust_ratio"])
+
+    def ratios(self, group: dict[str, Any], sq_norms: Tensor) -> Tensor:
+        """Per-tensor trust ratios from squared norms ``(n, 2)``: weights, then g or u."""
+        norms = sq_norms.sqrt()
+        owner = lars_ratio if self.family == "sgd" else lamb_ratio
+        return owner(norms[:, 0], norms[:, 1], group)
+
+    def sync(self, group: dict[str, Any]):
+        """The Lookahead sync decision for this step (False without Lookahead)."""
+        return self.lookahead and sync_due(group)
+
+    # -- the CPU kernels --------------------------------------------------------------------
+
     def __call__(
         self,
         group: dict[str, Any],
@@ -55,90 +111,108 @@ class FusedKernel:
         grads: list[Tensor],
         states: list[dict[str, Any]],
         steps: list[int],
+        reduce_norms: NormReducer | None = None,
     ) -> None:
-        """Update ``weights`` (and the state) in place for one bucket, as the chain would."""
+        """Update ``weights`` (and the state) in place for one bucket, as the chain would.
+
+        ``reduce_norms`` sums the squared norms of sharded tensors over the ranks (one call per
+        bucket) before the trust ratios are taken from them.
+        """
         grads = [
             g.to(w.dtype).contiguous() if g.dtype != w.dtype else g.contiguous()
             for g, w in zip(grads, weights, strict=True)
         ]
-        gc = self.centralize and bool(group["gc"])
-        # LARS adds the decay itself; the LAMB ratio does not.
-        decays = self.decay is not None or (self.family == "sgd" and self.trust)
-        weight_decay = float(group["weight_decay"]) if decays else 0.0
         ops = _build.load()
         if self.family == "sgd":
-            self._sgd(ops, group, weights, grads, states, gc, weight_decay)
+            self._sgd(ops, group, weights, grads, states, reduce_norms)
         else:
-            self._adam(ops, group, weights, grads, states, steps, gc, weight_decay)
+            self._adam(ops, group, weights, grads, states, steps, reduce_norms)
 
-    def _adam(self, ops, group, weights, grads, states, steps, gc, weight_decay) -> None:
+    def _trust_ratios(self, group, sq_norms: Tensor, reduce_norms) -> list[float]:
+        if reduce_norms is not None:
+            reduce_norms(sq_norms)
+        # A few tensors per batch: the rule on Python numbers costs less than torch ops would.
+        owner = lars_ratio if self.family == "sgd" else lamb_ratio
+        return [owner(math.sqrt(w), math.sqrt(x), group) for w, x in sq_norms.tolist()]
+
+    def _adam(self, ops, group, weights, grads, states, steps, reduce_norms) -> None:
         beta1, beta2 = group["betas"]
-        per_step = {t: self._step_constants(t, beta1, beta2) for t in set(steps)}
-        rows = [per_step[t] for t in steps]
-        a, d, adaptive = ([row[i] for row in rows] for i in range(3))
-        sync = self.lookahead and sync_due(group)
-        trust = self.trust and bool(group["trust_ratio"])
-        cap = group["max_weight_norm"] if trust else None
-        ops.adam_step(
-            weights,
-            grads,
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["slow_param"] for s in states] if sync else [],
-            a,
-            d,
-            adaptive,
-            float(group["lr"]),
-            float(beta1),
-            float(beta2),
-            float(group["eps"]),
-            weight_decay,
-            self.decay == "decoupled",
-            gc,
-            trust,
-            -1.0 if cap is None else float(cap),
-            sync,
-            float(group["alpha"]) if sync else 0.0,
-        )
+        per_step = {t: self.scalars(t, beta1, beta2) for t in set(steps)}
+        a, d, adaptive = ([per_step[t][i] for t in steps] for i in range(3))
+        adaptive = [int(x) for x in adaptive]
+        sync = bool(self.sync(group))
+        alpha = float(group["alpha"]) if sync else 0.0
+        slows = [s["slow_param"] for s in states] if sync else []
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        lr, eps, decoupled = float(group["lr"]), float(group["eps"]), self.decay == "decoupled"
+        weight_decay, gc = self.weight_decay(group), self.gc(group)
+        if not self.uses_trust(group):
+            ops.adam_step(
+                weights, grads, exp_avgs, exp_avg_sqs, slows, a, d, adaptive,
+                lr, float(beta1), float(beta2), eps, weight_decay, decoupled, gc, sync, alpha,
+            )  # fmt: skip
+            return
+        for b in _batches(weights, reduce_norms):
+            sq_norms = ops.adam_trust_norms(
+                weights[b], grads[b], exp_avgs[b], exp_avg_sqs[b], a[b], d[b], adaptive[b],
+                float(beta1), float(beta2), eps, weight_decay, decoupled, gc,
+            )  # fmt: skip
+            ratios = self._trust_ratios(group, sq_norms, reduce_norms)
+            ops.adam_trust_apply(
+                weights[b], exp_avgs[b], exp_avg_sqs[b], slows[b], a[b], d[b], adaptive[b],
+                ratios, lr, eps, weight_decay, decoupled, sync, alpha,
+            )  # fmt: skip
 
-    def _step_constants(self, t: int, beta1: float, beta2: float) -> tuple[float, float, int]:
-        """Step ``t``'s constants ``(a, d, adaptive)`` for the kernel.
-
-        The direction is ``a*m/(sqrt(v)/d + eps)``, or ``a*m`` while RAdam is not yet adaptive.
-        """
-        bias1 = 1.0 - beta1**t
-        if not self.radam:
-            return 1.0 / bias1, math.sqrt(1.0 - beta2**t), 1
-        r = rectification(t, beta2)
-        if r is None:
-            return 1.0 / bias1, 1.0, 0
-        return r * math.sqrt(1.0 - beta2**t) / bias1, 1.0, 1
-
-    def _sgd(self, ops, group, weights, grads, states, gc, weight_decay) -> None:
+    def _sgd(self, ops, group, weights, grads, states, reduce_norms) -> None:
         momentum = float(group["momentum"]) if self.momentum else 0.0
         fresh = []
         if momentum != 0:
             for w, s in zip(weights, states, strict=True):
-                fresh.append(int("momentum_buffer" not in s))
+                fresh.append(int(first_step(s)))
                 if fresh[-1]:
                     s["momentum_buffer"] = torch.empty_like(w)
-        trust = self.trust and bool(group["trust_ratio"])
-        ops.sgd_step(
-            weights,
-            grads,
-            [s["momentum_buffer"] for s in states] if momentum != 0 else [],
-            fresh,
-            float(group["lr"]),
-            momentum,
-            float(group["dampening"]) if momentum else 0.0,
-            weight_decay,
-            bool(group["nesterov"]) if momentum else False,
-            gc,
-            trust,
-            float(group["trust_coefficient"]) if trust else 0.0,
-            float(group["eps"]) if trust else 0.0,
-            bool(group["clip"]) if trust else False,
-        )
+        gc, trust = self.gc(group), self.uses_trust(group)
+        bufs = [s["momentum_buffer"] for s in states] if momentum != 0 else []
+        for b in _batches(weights, reduce_norms) if trust else [slice(None)]:
+            ratios = []
+            if trust:
+                sq_norms = ops.sgd_trust_norms(weights[b], grads[b], gc)
+                ratios = self._trust_ratios(group, sq_norms, reduce_norms)
+            ops.sgd_step(
+                weights[b],
+                grads[b],
+                bufs[b],
+                fresh[b],
+                ratios,
+                float(group["lr"]),
+                momentum,
+                float(group["dampening"]) if momentum else 0.0,
+                self.weight_decay(group),
+                bool(group["nesterov"]) if momentum else False,
+                gc,
+            )
+
+
+#: Elements of whole tensors per two-pass batch on the CPU: the second pass then finds what the
+#: first one read still in cache.
+BATCH = 1 << 19
+
+
+def _batches(weights: list[Tensor], reduce_norms: NormReducer | None) -> list[slice]:
+    """Slices of whole tensors of about :data:`BATCH` elements (one slice when the norms are
+    summed over ranks: one collective per bucket)."""
+    if reduce_norms is not None:
+        return [slice(None)]
+    out, start, size = [], 0, 0
+    for i, w in enumerate(weights):
+        size += w.numel()
+        if size >= BATCH:
+            out.append(slice(start, i + 1))
+            start, size = i + 1, 0
+    if start < len(weights):
+        out.append(slice(start, None))
+    return out
 
 
 def _adam_cores(direction: type, radam: bool) -> dict[tuple, FusedKernel]:
@@ -168,6 +242,9 @@ CORES: dict[tuple, FusedKernel] = {
 def kernel_for(transforms: Sequence) -> FusedKernel | None:
     """The fused kernel that computes ``transforms`` exactly, or None if there is none."""
     types = [type(t) for t in transforms]
+    for t in transforms:
+        if not set(t.hyperparams) <= UNDERSTOOD.get(type(t), frozenset()):
+            return None
     centralize = bool(types) and types[0] is Centralize
     lookahead = bool(types) and types[-1] is LookaheadTransform
     core = tuple(types[int(centralize) : len(types) - int(lookahead)])

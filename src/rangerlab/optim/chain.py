@@ -76,9 +76,10 @@ class Chain(Optimizer):
     (``master_param``) so updates below bf16's resolution accumulate instead of being lost.
 
     ``skip_nonfinite=True`` skips a whole step whose gradients hold inf or NaN (one host
-    synchronisation per step), sets ``last_step_skipped``, counts it in ``skipped_steps`` and
-    warns once. With the default ``False`` torch's semantics hold (the
-    step is taken).
+    synchronisation per step), sets ``last_step_skipped``, counts it in
+    ``skipped_steps`` and warns once. On the fused CUDA path the check and the skip happen on
+    the device instead (no synchronisation; nothing is counted or warned). With the default
+    ``False`` torch's semantics hold (the step is taken).
 
     ``foreach`` and ``fused`` have torch's meaning: with both None, the fused C++ step runs where
     the chain is a known composition and the tensors allow it, else the foreach kernels;
@@ -99,6 +100,11 @@ class Chain(Optimizer):
         >>> w.detach()
         tensor([2.5000, 4.0000])
     """
+
+    #: GradScaler passes ``grad_scale`` and ``found_inf`` to ``step()`` instead of unscaling and
+    #: reading ``found_inf`` on the host itself: the Triton path handles both on the device; the
+    #: other paths unscale their private copies and read ``found_inf`` once.
+    _step_supports_amp_scaling = True
 
     def __init__(self, params: Iterable, transforms: ChainSpec, /, **hyperparameters: Any):
         if callable(transforms) and not isinstance(transforms, Transform):
@@ -194,8 +200,21 @@ class Chain(Optimizer):
             # (a step counted here would shift every later Lookahead sync).
             self.last_step_skipped = False
             return loss
-        self.last_step_skipped = self._has_nonfinite(work)
-        if telemetry.enabled(self):  # telemetry hook: per-step values
+        # GradScaler hands these over when _step_supports_amp_scaling (deleting them after).
+        control = fused.StepControl(
+            getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        )
+        on_device = fused.nonfinite_on_device(work)
+        if on_device is not None:  # skip_nonfinite decided by the CUDA kernels, no host sync
+            control = control.with_nonfinite(on_device)
+            self.last_step_skipped = False
+        else:
+            self.last_step_skipped = self._has_nonfinite(work)
+        # telemetry hook: per-step values (a recorded step syncs). A step GradScaler found inf/NaN
+        # in is not a step, as when GradScaler skips calling step() itself.
+        if telemetry.enabled(self) and not (
+            control.found_inf is not None and bool(control.found_inf.item())
+        ):
             telemetry.tick(self)
             telemetry.record_step(self, self.last_step_skipped)
         if self.last_step_skipped:
@@ -206,18 +225,41 @@ class Chain(Optimizer):
             for t in transforms:
                 t.begin_step(group)
             for bucket in _buckets(params):
-                self._step_bucket(group, transforms, bucket)
+                self._step_bucket(group, transforms, bucket, control)
+            if control.found_inf is not None:
+                for t in transforms:
+                    t.skip_step(group, control.found_inf)
         return loss
 
-    def _step_bucket(self, group: dict, transforms: Sequence[Transform], params: list) -> None:
+    def _step_bucket(
+        self,
+        group: dict,
+        transforms: Sequence[Transform],
+        params: list,
+        control: fused.StepControl = fused.NO_CONTROL,
+    ) -> None:
+        real = (
+            [torch.view_as_real(p.detach()) for p in params] if params[0].is_complex() else params
+        )
+        kernel = fused.select(group, transforms, real)
+        on_device = getattr(kernel, "device_steps", False)
+        if not on_device and control.found_inf is not None and bool(control.found_inf.item()):
+            return  # GradScaler found inf/NaN: this bucket changes nothing (decided on the host)
         grads = [p.grad for p in params]
         states = [self.state[p] for p in params]
+        if not on_device and control.grad_scale is not None:
+            scale = float(control.grad_scale)  # a number: DTensor gradients divide by it too
+            grads = [g / scale for g in grads]
         low = params[0].dtype in _state.LOW_PRECISION
-        if low and group["master_weights"]:
+        master = low and group["master_weights"]
+        direct = low and not master and getattr(kernel, "direct_low_precision", False)
+        if master:
             for p, s in zip(params, states):
                 if "master_param" not in s:
                     s["master_param"] = p.detach().to(torch.float32, copy=True)
             weights = [s["master_param"] for s in states]
+        elif direct:
+            weights = params
         elif low:
             weights = [p.detach().to(torch.float32) for p in params]
         else:
@@ -227,13 +269,11 @@ class Chain(Optimizer):
             if required <= s.keys():  # the common case, checked in one set operation
                 continue
             s.setdefault("step", _state.new_step())
+            w = w.detach().to(torch.float32) if w.dtype in _state.LOW_PRECISION else w
             for t in transforms:
                 if not s.keys() >= set(t.state_keys):
                     for key, value in t.init(w, group).items():
                         s.setdefault(key, value)
-        step_counters = [s["step"] for s in states]
-        torch._foreach_add_(step_counters, 1.0)
-        steps = [int(t) for t in torch.stack(step_counters).tolist()]
         complex_views = None
         if weights[0].is_complex():  # torch's rule: optimized exactly as its view_as_real
             complex_views = _state.RealViews(weights, grads, states)
@@ -242,27 +282,34 @@ class Chain(Optimizer):
                 complex_views.grads,
                 complex_views.states,
             )
-
-        kernel = fused.select(group, transforms, weights)
-        if kernel is not None:
-            kernel(group, weights, grads, states, steps)
+        if on_device:  # the Triton step counts steps and takes GradScaler's tensors itself
+            kernel(group, weights, grads, states, control)
         else:
-            ops = pick_ops(group["foreach"], params + grads)
-            dtype = weights[0].dtype
-            if all(g.dtype == dtype for g in grads):
-                updates = ops.clone(grads)
+            step_counters = [s["step"] for s in states]
+            torch._foreach_add_(step_counters, 1.0)
+            steps = [int(t) for t in torch.stack(step_counters).tolist()]
+            if kernel is not None:
+                kernel(group, weights, grads, states, steps)
             else:
-                updates = [g.to(dtype, copy=True) for g in grads]
-            ctx = Context(group=group, params=weights, states=states, steps=steps, ops=ops)
-            for t in transforms:
-                updates = t.update(updates, ctx)
-            ops.add_(weights, updates, alpha=-float(group["lr"]))
-            for t in transforms:
-                t.after_update(ctx)
+                self._reference_step(group, transforms, params, weights, grads, states, steps)
         if complex_views is not None:
             complex_views.commit()
-        elif weights is not params:
+        elif weights is not params and not direct:
             pick_ops(group["foreach"], params).copy_(params, weights)
+
+    def _reference_step(self, group, transforms, params, weights, grads, states, steps) -> None:
+        ops = pick_ops(group["foreach"], params + grads)
+        dtype = weights[0].dtype
+        if all(g.dtype == dtype for g in grads):
+            updates = ops.clone(grads)
+        else:
+            updates = [g.to(dtype, copy=True) for g in grads]
+        ctx = Context(group=group, params=weights, states=states, steps=steps, ops=ops)
+        for t in transforms:
+            updates = t.update(updates, ctx)
+        ops.add_(weights, updates, alpha=-float(group["lr"]))
+        for t in transforms:
+            t.after_update(ctx)
 
     # -- non-finite guard -----------------------------------------------------------------------
 

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from . import _scalars as xp
 from .base import Context, Transform
+
+
+def adam_scalars(step, beta1: float, beta2: float):
+    """Adam's per-step scalars ``(a, d, adaptive)``: the one place they are written.
+
+    Every path computes the direction as ``u = a * m / (sqrt(v) / d + eps)`` (``a * m`` where
+    ``adaptive`` is false, which for Adam is never), here with ``a = 1 / (1 - beta1^t)`` and
+    ``d = sqrt(1 - beta2^t)``: torch.optim.Adam's bias corrections. ``step`` is a number or a
+    tensor of step counts (then the results are tensors on its device).
+
+    Example:
+        >>> adam_scalars(1, 0.5, 0.75)
+        (2.0, 0.5, True)
+    """
+    return 1.0 / (1.0 - beta1**step), xp.sqrt(1.0 - beta2**step), True
 
 
 def update_moments(updates: list[Tensor], ctx: Context) -> tuple[list[Tensor], list[Tensor]]:
@@ -96,13 +111,14 @@ class ScaleByAdam(AdamMoments):
         beta1, beta2 = ctx.group["betas"]
         exp_avg, exp_avg_sq = update_moments(updates, ctx)
         ops = ctx.ops
+        scalars = [adam_scalars(t, beta1, beta2) for t in ctx.steps]
         denom = ops.sqrt(exp_avg_sq)
-        ops.div_(denom, [math.sqrt(1.0 - beta2**t) for t in ctx.steps])
+        ops.div_(denom, [d for _, d, _ in scalars])
         ops.add_scalar_(denom, ctx.group["eps"])
         if ctx.telemetry is not None:
             record_adaptive_lr(ctx, denom)
         ops.copy_(updates, exp_avg)
-        ops.div_(updates, [1.0 - beta1**t for t in ctx.steps])
+        ops.mul_(updates, [a for a, _, _ in scalars])
         ops.div_(updates, denom)
         return updates
 

@@ -78,7 +78,8 @@ class Transform:
     * ``state_keys`` and ``init``: per-tensor state, created before the tensor's first update;
     * ``init_group``: group-level state, set when a param group joins the optimizer;
     * ``begin_step``: once per param group per optimizer step in which some parameter of the
-      optimizer has a gradient (a step with no gradients at all changes nothing);
+      optimizer has a gradient (a step with no gradients at all changes nothing), and
+      ``skip_step`` to take it back when GradScaler found inf/NaN;
     * ``update``: rewrite the update direction ``u`` (a private list the transform may change
       in place) and return it;
     * ``after_update``: act on the weights after ``w -= lr * u``.
@@ -111,6 +112,10 @@ class Transform:
 
     def begin_step(self, group: dict[str, Any]) -> None:
         """Called once per param group at the start of every step that updates something."""
+
+    def skip_step(self, group: dict[str, Any], skipped: Tensor) -> None:
+        """Called after a step that GradScaler may have skipped (``skipped`` nonzero): take back
+        what :meth:`begin_step` did, on ``skipped``'s device, without reading it on the host."""
 
     def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
         """Return the transformed update direction."""

@@ -49,8 +49,13 @@ def distances(fast: list[Tensor], slow: list[Tensor]) -> list[Tensor]:
     return [torch.linalg.vector_norm(f - s) for f, s in zip(fast, slow)]
 
 
-def sync_due(group: dict[str, Any]) -> bool:
-    """True on the steps where ``group`` synchronises: its counter is a multiple of its ``k``."""
+def sync_due(group: dict[str, Any]) -> bool | Tensor:
+    """True on the steps where ``group`` synchronises: its counter is a multiple of its ``k``.
+
+    The one owner of the sync decision. The counter is a Python int, or a 0-d tensor on the GPU
+    once a CUDA step has run under GradScaler (a skipped step then takes its count back on the
+    device); the answer is then a 0-d bool tensor on that device.
+    """
     return group[COUNTER] % group["k"] == 0
 
 
@@ -90,6 +95,14 @@ class LookaheadTransform(Transform):
 
     def begin_step(self, group: dict[str, Any]) -> None:
         group[COUNTER] = group.get(COUNTER, 0) + 1
+
+    def skip_step(self, group: dict[str, Any], skipped: Tensor) -> None:
+        # On the CPU the flag is read for free and the counter stays an int; on a GPU reading it
+        # would synchronise, so the counter becomes a 0-d tensor there (see sync_due).
+        if skipped.device.type == "cpu" and not isinstance(group[COUNTER], Tensor):
+            group[COUNTER] -= int(bool(skipped.item()))
+        else:
+            group[COUNTER] = group[COUNTER] - skipped.reshape(()).to(torch.int64)
 
     def after_update(self, ctx: Context) -> None:
         if sync_due(ctx.group):

@@ -7,6 +7,11 @@ from torch import Tensor
 from .base import Context, Transform
 
 
+def first_step(state: dict) -> bool:
+    """Momentum's first-step rule (its one owner): without a buffer yet, the buffer is ``v = u``."""
+    return "momentum_buffer" not in state
+
+
 class Momentum(Transform):
     """Momentum with torch.optim.SGD's exact semantics.
 
@@ -38,13 +43,13 @@ class Momentum(Transform):
         if momentum == 0:
             return updates
         ops = ctx.ops
-        old = [i for i, s in enumerate(ctx.states) if "momentum_buffer" in s]
+        old = [i for i, s in enumerate(ctx.states) if not first_step(s)]
         if old:
             bufs = [ctx.states[i]["momentum_buffer"] for i in old]
             ops.mul_(bufs, momentum)
             ops.add_(bufs, [updates[i] for i in old], alpha=1.0 - ctx.group["dampening"])
         if len(old) < len(updates):
-            fresh = [i for i, s in enumerate(ctx.states) if "momentum_buffer" not in s]
+            fresh = [i for i, s in enumerate(ctx.states) if first_step(s)]
             for i, buf in zip(fresh, ops.clone([updates[i] for i in fresh])):
                 ctx.states[i]["momentum_buffer"] = buf
         bufs = ctx.state("momentum_buffer")

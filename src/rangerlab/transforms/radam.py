@@ -7,8 +7,22 @@ import math
 import torch
 from torch import Tensor
 
+from . import _scalars as xp
 from .adam import AdamMoments, record_adaptive_lr, update_moments
 from .base import Context
+
+
+def _rectifier(step, beta2: float):
+    """``(r_t, rho_t > 5)`` for a number or a tensor of steps; r_t is 1 where rho_t <= 5."""
+    bias_correction2 = 1.0 - beta2**step
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * (beta2**step) / bias_correction2
+    adaptive = rho_t > 5.0
+    # Where adaptive, rho_inf > rho_t > 5; elsewhere both stand-ins below keep r_t finite.
+    rho_inf = max(rho_inf, 6.0)
+    rho = xp.where(adaptive, rho_t, rho_inf)
+    r = xp.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+    return r, adaptive
 
 
 def rectification(step: int, beta2: float) -> float | None:
@@ -40,12 +54,22 @@ def rectification(step: int, beta2: float) -> float | None:
         Liu et al. "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020.
         arXiv:1908.03265.
     """
-    bias_correction2 = 1.0 - beta2**step
-    rho_inf = 2.0 / (1.0 - beta2) - 1.0
-    rho_t = rho_inf - 2.0 * step * (beta2**step) / bias_correction2
-    if rho_t <= 5.0:
-        return None
-    return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    r, adaptive = _rectifier(step, beta2)
+    return r if adaptive else None
+
+
+def radam_scalars(step, beta1: float, beta2: float):
+    """RAdam's per-step scalars ``(a, d, adaptive)``: the one place they are written.
+
+    In the Adam family's form ``u = a * m / (sqrt(v) / d + eps)`` (``u = a * m`` where not
+    ``adaptive``): while ``rho_t <= 5``, ``a = 1 / (1 - beta1^t)`` (bias-corrected momentum);
+    then ``a = r_t sqrt(1 - beta2^t) / (1 - beta1^t)``; ``d = 1``. ``step`` is a number or a
+    tensor of step counts (then ``a`` and ``adaptive`` are tensors on its device).
+    """
+    bias_correction1 = 1.0 - beta1**step
+    r, adaptive = _rectifier(step, beta2)
+    a = xp.where(adaptive, r * xp.sqrt(1.0 - beta2**step), 1.0) / bias_correction1
+    return a, 1.0, adaptive
 
 
 def record_rectification(ctx: Context, rects: list[float | None], adaptive: list[int]) -> None:
@@ -72,7 +96,8 @@ class ScaleByRAdam(AdamMoments):
 
     While ``rho_t <= 5`` the variance of the adaptive rate is not defined, so the step is
     SGD-like. No warmup is needed: the rectifier ``r_t``
-    ([`rectification`][rangerlab.transforms.rectification]) plays its role.
+    ([`rectification`][rangerlab.transforms.rectification]) plays its role. The per-step
+    scalars come from ``radam_scalars``, which the fused kernels use too.
 
     Param-group keys (with defaults): ``betas`` (``(0.9, 0.999)``), ``eps`` (1e-8).
 
@@ -91,15 +116,12 @@ class ScaleByRAdam(AdamMoments):
         beta1, beta2 = ctx.group["betas"]
         exp_avg, exp_avg_sq = update_moments(updates, ctx)
         ops = ctx.ops
+        scalars = [radam_scalars(t, beta1, beta2) for t in ctx.steps]
         ops.copy_(updates, exp_avg)
-        rects = [rectification(t, beta2) for t in ctx.steps]
-        scale = [
-            (1.0 if r is None else r * math.sqrt(1.0 - beta2**t)) / (1.0 - beta1**t)
-            for t, r in zip(ctx.steps, rects)
-        ]
-        ops.mul_(updates, scale)
-        adaptive = [i for i, r in enumerate(rects) if r is not None]
+        ops.mul_(updates, [a for a, _, _ in scalars])
+        adaptive = [i for i, (_, _, on) in enumerate(scalars) if on]
         if ctx.telemetry is not None:
+            rects = [rectification(t, beta2) for t in ctx.steps]
             record_rectification(ctx, rects, adaptive)
         if adaptive:
             denom = ops.sqrt([exp_avg_sq[i] for i in adaptive])

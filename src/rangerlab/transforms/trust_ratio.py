@@ -13,7 +13,45 @@ import torch
 from torch import Tensor
 
 from .._ops import FOREACH, Ops
+from . import _scalars as xp
 from .base import Context, Transform
+
+
+def lars_ratio(w_norm, g_norm, group) -> Tensor:
+    """LARS's trust ratio from the norms of a tensor's weight and gradient (the one owner).
+
+    ``trust = trust_coefficient * ||w|| / (||g|| + weight_decay * ||w|| + eps)``, then with
+    ``clip`` (LARC) ``min(trust / lr, 1)``; 1 where either norm is 0. Norms are numbers or
+    tensors of per-tensor norms (the kernels pass all of a bucket's norms at once).
+
+    Example:
+        >>> lars_ratio(2.0, 4.0, dict(trust_coefficient=0.5, weight_decay=0.0, eps=0.0,
+        ...                           clip=False, lr=1.0))
+        0.25
+    """
+    weight_decay = group["weight_decay"]
+    r = group["trust_coefficient"] * w_norm / (g_norm + weight_decay * w_norm + group["eps"])
+    if group["clip"]:
+        lr = group["lr"]
+        if isinstance(lr, Tensor):  # any one-element shape: (1, 1) must not broadcast r up
+            lr = lr.reshape(())
+        r = xp.minimum(r / lr, 1.0)
+    return xp.where((w_norm > 0) & (g_norm > 0), r, 1.0)
+
+
+def lamb_ratio(w_norm, u_norm, group) -> Tensor:
+    """LAMB's trust ratio from the norms of a tensor's weight and update (the one owner).
+
+    ``r = min(||w||, max_weight_norm) / ||u||`` (no cap where ``max_weight_norm`` is None); 1 where
+    either norm is 0. Norms are numbers or tensors of per-tensor norms.
+
+    Example:
+        >>> lamb_ratio(20.0, 4.0, dict(max_weight_norm=10.0))
+        2.5
+    """
+    cap = group["max_weight_norm"]
+    capped = w_norm if cap is None else xp.minimum(w_norm, cap)
+    return xp.where((w_norm > 0) & (u_norm > 0), capped / xp.where(u_norm > 0, u_norm, 1.0), 1.0)
 
 
 def per_tensor(ops: Ops, fn: Callable[..., Tensor], *columns: list[Tensor]) -> list[Tensor]:
@@ -64,15 +102,9 @@ class ScaleByLARS(Transform):
         weight_decay = group["weight_decay"]
         trust = None
         if group["trust_ratio"]:
-            coefficient, eps, lr = group["trust_coefficient"], group["eps"], group["lr"]
-            if isinstance(lr, Tensor):  # any one-element shape: (1, 1) must not broadcast r up
-                lr = lr.reshape(())
 
             def ratio(w_norm: Tensor, g_norm: Tensor) -> Tensor:
-                r = coefficient * w_norm / (g_norm + weight_decay * w_norm + eps)
-                if group["clip"]:
-                    r = torch.clamp(r / lr, max=1.0)
-                return torch.where((w_norm > 0) & (g_norm > 0), r, torch.ones_like(r))
+                return lars_ratio(w_norm, g_norm, group)
 
             trust = per_tensor(ops, ratio, ops.norm(ctx.params), ops.norm(updates))
             if ctx.telemetry is not None:
@@ -113,13 +145,9 @@ class ScaleByTrustRatio(Transform):
         group, ops = ctx.group, ctx.ops
         if not group["trust_ratio"]:
             return updates
-        cap = group["max_weight_norm"]
 
         def ratio(w_norm: Tensor, u_norm: Tensor) -> Tensor:
-            capped = w_norm if cap is None else torch.clamp(w_norm, max=cap)
-            return torch.where(
-                (w_norm > 0) & (u_norm > 0), capped / u_norm, torch.ones_like(u_norm)
-            )
+            return lamb_ratio(w_norm, u_norm, group)
 
         trust = per_tensor(ops, ratio, ops.norm(ctx.params), ops.norm(updates))
         if ctx.telemetry is not None:
