@@ -1,6 +1,6 @@
 """GPU step-time benchmark: ``python -m rangerlab.bench --device cuda``.
 
-The same cases as the CPU benchmark (:mod:`rangerlab.bench`), on CUDA tensors: rangerlab's
+The same cases as the CPU benchmark (`rangerlab.bench`), on CUDA tensors: rangerlab's
 presets on their default path (the fused Triton step), the reference path, torch's foreach RAdam
 and the peers that import, each timed in blocks of 6 steps (one Lookahead cycle) with CUDA
 events, alternating with torch's fused Adam or SGD in the same process; ``ratio`` is the median

@@ -23,8 +23,8 @@ every later process (`._build`: the cache key, the lock); `_build.build_seconds`
 reports it. The kernels follow the reference transforms operation by operation, so the two paths
 agree to rounding and keep the same state keys (a checkpoint moves between them).
 
-On CUDA the same chains run as Triton kernels (:mod:`.triton_kernels`, host side in
-:mod:`.triton_plan`): one pass for Adam/AdamW, RAdam and Ranger, two for LARS, LARC, LAMB and
+On CUDA the same chains run as Triton kernels (`triton_kernels`, host side in
+`triton_plan`): one pass for Adam/AdamW, RAdam and Ranger, two for LARS, LARC, LAMB and
 Ranger-LARS, one launch per pass per bucket, no host synchronisation (GradScaler's
 ``grad_scale``/``found_inf`` are handled on the device). triton is imported only then.
 
@@ -167,7 +167,7 @@ def nonfinite_on_device(work: Sequence[tuple[dict, Sequence[Tensor]]]) -> Tensor
 def select(group: dict[str, Any], transforms: Sequence, weights: Sequence[Tensor]):
     """The kernel to run a bucket with, or None for the reference path (see the module note).
 
-    Returns a :class:`FusedKernel` (the CPU kernels) or a ``TritonStep`` (CUDA), which counts
+    Returns a `FusedKernel` (the CPU kernels) or a ``TritonStep`` (CUDA), which counts
     steps on the device (its ``device_steps`` is true) and takes GradScaler's tensors.
 
     Raises:

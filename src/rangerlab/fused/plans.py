@@ -3,14 +3,12 @@
 A chain maps to a kernel by the types of its links: an optional leading ``Centralize``, a core
 that one kernel family computes, an optional trailing ``LookaheadTransform``. Only exact types
 match, so a user's subclass of a transform keeps the reference path, and so does a link that
-declares a group setting the kernels do not read (:data:`UNDERSTOOD`).
+declares a group setting the kernels do not read (`UNDERSTOOD`).
 
 The kernels do element-wise work and reductions only. Every per-step scalar and rule comes from
-the transforms, the same functions the reference path calls: :func:`~rangerlab.transforms.adam.
-adam_scalars`, :func:`~rangerlab.transforms.radam.radam_scalars`, :func:`~rangerlab.transforms.
-trust_ratio.lars_ratio`, :func:`~rangerlab.transforms.trust_ratio.lamb_ratio`,
-:func:`~rangerlab.transforms.momentum.first_step` and :func:`~rangerlab.transforms.lookahead.
-sync_due`.
+the transforms, the same functions the reference path calls: ``adam_scalars`` (in
+``transforms/adam.py``), ``radam_scalars``, ``lars_ratio`` and ``lamb_ratio`` (in
+``transforms/trust_ratio.py``), momentum's ``first_step`` and Lookahead's ``sync_due``.
 """
 
 from __future__ import annotations
@@ -200,7 +198,7 @@ BATCH = 1 << 19
 
 
 def _batches(weights: list[Tensor], reduce_norms: NormReducer | None) -> list[slice]:
-    """Slices of whole tensors of about :data:`BATCH` elements (one slice when the norms are
+    """Slices of whole tensors of about `BATCH` elements (one slice when the norms are
     summed over ranks: one collective per bucket)."""
     if reduce_norms is not None:
         return [slice(None)]

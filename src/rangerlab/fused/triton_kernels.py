@@ -3,7 +3,7 @@
 Imported only when a step takes the Triton path (``rangerlab`` imports without triton). The
 per-step scalars (bias corrections, RAdam's rectification, learning rate) and the trust ratios
 arrive as per-tensor values in device tensors, computed by the transforms' own rules
-(:mod:`rangerlab.fused.plans`); nothing here decides what the algorithm is.
+(`rangerlab.fused.plans`); nothing here decides what the algorithm is.
 
 Multi-tensor layout (the pointer-table pattern of triton's grouped-GEMM tutorial):
 
@@ -20,7 +20,7 @@ Multi-tensor layout (the pointer-table pattern of triton's grouped-GEMM tutorial
 
 Offsets are int64 throughout (a 32-bit ``pid * BLOCK`` overflows past 2^31 elements). One launch
 per pass per bucket: the grid is the task count. Norms for trust ratios are written as per-task
-partial sums and summed per tensor in task order by :func:`segment_sum` (deterministic: no float
+partial sums and summed per tensor in task order by `segment_sum` (deterministic: no float
 atomics).
 """
 

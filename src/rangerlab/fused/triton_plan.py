@@ -2,7 +2,7 @@
 
 For one bucket and one step: the step counters (float32 tensors on the weights' device, as
 torch's fused Adam keeps them) are advanced on the device; the per-step scalars come from the
-transforms' rules applied to a tensor of those counters (:meth:`FusedKernel.scalars`), so nothing
+transforms' rules applied to a tensor of those counters (`FusedKernel.scalars`), so nothing
 is read back to the host; then one launch per pass covers the whole bucket. Under GradScaler a
 set ``found_inf`` masks the kernels off and the counters are taken back on the device.
 
@@ -119,7 +119,7 @@ TABLE_CAP = 1 << 20
 
 def settled_at(kernel: FusedKernel, beta1: float, beta2: float) -> int | None:
     """The first step from which the kernel's per-step scalars are their limits (a = d = 1,
-    adaptive) in float32, by bisection on the owners' rule; None if not by :data:`TABLE_CAP`."""
+    adaptive) in float32, by bisection on the owners' rule; None if not by `TABLE_CAP`."""
 
     def settled(t: int) -> bool:
         a, d, adaptive = kernel.scalars(t, beta1, beta2)
@@ -137,7 +137,7 @@ def settled_at(kernel: FusedKernel, beta1: float, beta2: float) -> int | None:
 def scalar_table(kernel: FusedKernel, beta1: float, beta2: float, device) -> Tensor | None:
     """float32 ``(T, 3)``: ``a``, ``d``, adaptive at steps 1..T, from the transforms' rule on a
     tensor of steps; T is where they settle, so a later step reads row T (its exact float32
-    values). None where they do not settle by :data:`TABLE_CAP` steps.
+    values). None where they do not settle by `TABLE_CAP` steps.
 
     A step's scalars are then one gather on the device instead of some twenty small launches.
     """

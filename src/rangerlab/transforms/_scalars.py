@@ -1,7 +1,7 @@
 """The three operations the per-step rules are written in, for Python numbers and for tensors.
 
 Each algorithm's per-step scalars (bias corrections, RAdam's rectification, trust ratios) are
-written once, beside its transform, in terms of :func:`sqrt`, :func:`where` and :func:`minimum`
+written once, beside its transform, in terms of `sqrt`, `where` and `minimum`
 plus ordinary arithmetic. Called with Python numbers they give Python numbers (the reference path
 and the CPU kernels); called with tensors (a step counter that lives on the GPU) they give tensors
 computed on that device, so a CUDA step needs no host synchronisation.

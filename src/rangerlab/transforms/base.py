@@ -115,7 +115,7 @@ class Transform:
 
     def skip_step(self, group: dict[str, Any], skipped: Tensor) -> None:
         """Called after a step that GradScaler may have skipped (``skipped`` nonzero): take back
-        what :meth:`begin_step` did, on ``skipped``'s device, without reading it on the host."""
+        what `begin_step` did, on ``skipped``'s device, without reading it on the host."""
 
     def update(self, updates: list[Tensor], ctx: Context) -> list[Tensor]:
         """Return the transformed update direction."""
