@@ -118,3 +118,40 @@ def test_run_leaves_torch_settings_as_it_found_them(tmp_path):
     runner.run_experiments(["layer-table"], "tiny", tmp_path, threads=1, progress=False)
     assert torch.get_num_threads() == threads
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_ctrl_c_with_worker_processes_leaves_no_report(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rangerlab",
+            "run",
+            "--tiny",
+            "--jobs",
+            "2",
+            "--no-progress",
+            "--out",
+            str(out),
+            "--experiments",
+            "warmup,lookahead",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background job inherits an ignored SIGINT; a terminal's Ctrl-C does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".rangerlab-partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # the workers are busy now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert sorted(os.listdir(out)) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -72,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the experiments")
     rep = sub.add_parser("report", help="re-render report.html and figures from results.json")
     rep.add_argument("dir", type=Path, help="a folder written by `rangerlab run`")
+    rep.add_argument(
+        "--summary", action="store_true", help="also print the verdict table as Markdown"
+    )
     return parser
 
 
@@ -113,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{exp_id:16} {exp.description}")
         return 0
     if args.command == "report":
-        from .report import render
+        from .report import render, summary_markdown
 
         try:
             path = render(args.dir)
         except (FileNotFoundError, ValueError) as err:
             parser.error(str(err))
         print(f"report written to {path}")
+        if args.summary:
+            print(summary_markdown(json.loads((args.dir / "results.json").read_text())))
         return 0
 
     from . import runner

@@ -7,7 +7,6 @@ never leaves the data's range: on a log axis it cannot reach zero or below.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,43 +60,37 @@ def series(ax, x: Sequence[float], runs: Sequence[Sequence[float]], label: str, 
         ax.fill_between(x, arr.min(axis=0), arr.max(axis=0), color=st["color"], alpha=0.15, lw=0)
 
 
-def intervals(ax, comparisons: list[dict[str, Any]]) -> None:
-    """A forest plot: each comparison's mean paired difference and interval, its threshold, and
-    arrows where an interval is unbounded (too few seeds)."""
-    names = [("" if c["in_verdict"] else "(secondary) ") + c["name"] for c in comparisons]
-    finite = [v for c in comparisons for v in (c["lo"], c["hi"], c["mean"]) if v is not None]
-    finite += [c["threshold"] for c in comparisons]
-    lo_all, hi_all = min(finite), max(finite)
-    pad = 0.15 * (hi_all - lo_all or abs(hi_all) or 1.0)
-    left, right = lo_all - pad, hi_all + pad
-    colour = {"supported": "tab:green", "contradicted": "tab:red", "inconclusive": "0.4"}
-    for y, c in enumerate(comparisons):
+def intervals(axes, comparisons: list[dict[str, Any]]) -> None:
+    """A forest plot, one panel per comparison (each with its own units and x-axis): the mean
+    paired difference (dot), its interval (bar; arrows where unbounded because of too few
+    seeds), the claim's threshold (black tick) and 0 (thin line)."""
+    colour = {"supported": "tab:green", "contradicted": "tab:red", "inconclusive": "0.45"}
+    for ax, c in zip(axes, comparisons, strict=True):
+        ends = [v for v in (c["lo"], c["hi"], c["mean"], c["threshold"], 0.0) if v is not None]
+        ends += list(c["differences"])
+        lo_all, hi_all = min(ends), max(ends)
+        pad = 0.1 * (hi_all - lo_all or abs(hi_all) or 1.0)
+        left, right = lo_all - pad, hi_all + pad
+        col = colour.get(c["status"], "0.45")
         lo = c["lo"] if c["lo"] is not None else left
         hi = c["hi"] if c["hi"] is not None else right
-        col = colour.get(c["status"], "0.4")
-        ax.plot([lo, hi], [y, y], color=col, lw=2.5, solid_capstyle="butt")
-        ax.plot(c["mean"], y, "o", color=col, ms=6)
-        ax.plot(c["threshold"], y, "|", color="k", ms=14, mew=1.5)
+        ax.plot([lo, hi], [0, 0], color=col, lw=4, solid_capstyle="butt")
+        ax.plot(c["differences"], [0.25] * len(c["differences"]), "|", color="0.3", ms=8)
+        ax.plot(c["mean"], 0, "o", color=col, ms=8, mec="k")
+        ax.plot(c["threshold"], 0, "|", color="k", ms=22, mew=2)
         for end, at in (("lo", left), ("hi", right)):
             if c[end] is None:
-                arrow = {"arrowstyle": "->", "color": col}
-                ax.annotate("", (at, y), (c["mean"], y), arrowprops=arrow)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(names)), [_wrap(n) for n in names])
-    ax.invert_yaxis()
-    ax.set_xlim(left, right)
-    ax.set_xlabel("mean paired difference and its interval (| = threshold of the claim)")
-
-
-def _wrap(text: str, width: int = 38) -> str:
-    words, lines, line = text.split(), [], ""
-    for w in words:
-        if len(line) + len(w) > width and line:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    return "\n".join([*lines, line])
+                arrow = {"arrowstyle": "->", "color": col, "lw": 2}
+                ax.annotate("", (at, 0), (c["mean"], 0), arrowprops=arrow)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set(xlim=(left, right), ylim=(-0.5, 0.5), yticks=[])
+        secondary = "" if c["in_verdict"] else " (secondary)"
+        ax.set_title(
+            f"{c['name']}{secondary}: {c['status']} ({c['level']:.1%} interval)",
+            fontsize=8,
+            loc="left",
+        )
+        ax.set_xlabel(f"paired difference {c['unit']}; ticks above: single seeds", fontsize=7)
 
 
 def by_arm(
@@ -112,8 +105,3 @@ def by_arm(
 def positive(values: Sequence[float]) -> list[float]:
     """``values`` with non-positive entries as NaN (a log axis then leaves a gap, not a spike)."""
     return [v if v > 0 and math.isfinite(v) else math.nan for v in values]
-
-
-def pairs(items: Sequence[Any]) -> list[tuple[Any, Any]]:
-    """All unordered pairs of ``items``."""
-    return list(itertools.combinations(items, 2))

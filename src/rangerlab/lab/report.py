@@ -178,6 +178,41 @@ def headline(exp: dict[str, Any]) -> str:
     )
 
 
+def short_claim(exp: dict[str, Any]) -> str:
+    """The tested sentence of an experiment's claim (after the quote), for summary tables."""
+    claim = exp["claim"]
+    for marker in ("Tested: ", "Tested as "):
+        if marker in claim:
+            return claim.split(marker, 1)[1]
+    return claim
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """The verdict table as Markdown (what the README quotes): claim, verdict, the deciding
+    effect with its interval, seeds. Printed by ``rangerlab report DIR --summary``."""
+    env = results["environment"]
+    lines = [
+        f"Mode `{env['mode']}`, started {env['started']}, {env['cpu']} ({env['cpu_count']} "
+        f"cores), {env['worker processes']} worker processes, torch {env['torch']}, "
+        f"{env['seconds']:.0f} s of experiment time.",
+        "",
+        "| experiment | claim tested | verdict | deciding effect: difference [interval] (level) "
+        "| seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for exp_id, exp in results["experiments"].items():
+        flag = " (provisional)" if exp["power"]["provisional"] else ""
+        cells = [
+            f"`{exp_id}`",
+            short_claim(exp),
+            f"**{exp['verdict']['status']}**{flag}",
+            headline(exp),
+            str(len(exp["seeds"])),
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def render(out: Path) -> Path:
     """Draw every experiment's figures into ``out/figures`` and write ``out/report.html`` from
     ``out/results.json``. Returns the report's path.

@@ -52,9 +52,8 @@ def curves(
 
 
 def interval_figure(result: dict[str, Any], fig_dir: Path, name: str) -> str:
-    """The forest plot of the experiment's comparisons."""
+    """The forest plot of the experiment's comparisons, one panel each."""
     n = len(result["comparisons"])
-    fig, axes = plots.figure(1, 1, width=7.5, height=0.9 + 0.55 * n)
-    plots.intervals(axes[0, 0], result["comparisons"])
-    axes[0, 0].set_title("paired differences over seeds (green supported, red contradicted)")
+    fig, axes = plots.figure(1, n, width=8, height=1.45)
+    plots.intervals(axes[:, 0], result["comparisons"])
     return plots.save(fig, fig_dir, name)

@@ -101,7 +101,7 @@ def mechanism(cfg: dict[str, Any]) -> dict[str, Any]:
         for s in range(k)
     ]
     v = None
-    psi = []
+    variances = []  # per step, across streams: kept instead of every psi (memory)
     for t in range(1, h + 1):
         grads = []
         for pick in picks:
@@ -112,8 +112,8 @@ def mechanism(cfg: dict[str, Any]) -> dict[str, Any]:
             grads.append(torch.cat([x.flatten() for x in g]))
         g2 = torch.stack(grads).double() ** 2
         v = (1 - BETA2) * g2 if v is None else BETA2 * v + (1 - BETA2) * g2
-        psi.append(1 / ((v / (1 - BETA2**t)).sqrt() + EPS))
-    var = torch.stack(psi).var(dim=1)  # (t, weights): across streams
+        variances.append((1 / ((v / (1 - BETA2**t)).sqrt() + EPS)).var(dim=0))
+    var = torch.stack(variances)  # (t, weights)
     ref = var[-1].clamp_min(1e-300)
     steps = list(range(1, h + 1))
     factor = {
