@@ -173,9 +173,15 @@ def test_runner_tunes_on_validation_and_scores_fresh_seeds_on_test(tmp_path):
         def update(self, n=1):
             pass
 
+        def refresh(self):
+            pass
+
     result = runner.run_one(exp, "quick", 6, runner.Executor(1, 1), Bar())
     assert result["tuning"]["a"]["lr"] == 0.01 and result["tuning"]["b"]["lr"] == 0.1
-    assert result["tuning"]["b"]["edge"] and not result["tuning"]["a"]["edge"]
+    # b's best was at the grid's end, so its grid grew one step past it (and no further)
+    assert result["tuning"]["b"]["grid"] == pytest.approx([0.001, 0.01, 0.1, 1.0])
+    assert result["tuning"]["a"]["added"] == 0 and result["tuning"]["b"]["added"] == 1
+    assert not result["tuning"]["b"]["edge"] and not result["tuning"]["a"]["edge"]
     val = {c[3] for c in calls if c[0] == "val"}
     test = {c[3] for c in calls if c[0] == "test"}
     assert val.isdisjoint(test) and test == set(range(6))

@@ -36,15 +36,16 @@ ARMS: dict[str, tuple[str, dict[str, Any], str]] = {
     "ranger_lars": ("ranger_lars", {"betas": (0.95, BETA2)}, "Ranger-LARS"),
 }
 
-#: The centre of each arm's learning-rate grid (a conventional rate for small CNNs); every arm's
-#: grid has the same number of points at the same half-decade spacing around it.
+#: The centre of each arm's learning-rate grid (a conventional rate for small networks); every
+#: arm's grid has the same number of points at the same half-decade spacing around it, and the
+#: runner extends a grid whose best rate is at an end (see ``protocol.Tuning``).
 CENTRE: dict[str, float] = {
-    "sgd": 0.03,
-    "adam": 3e-3,
-    "adam_gc": 3e-3,
-    "radam": 3e-3,
-    "lookahead_adam": 3e-3,
-    "ranger": 3e-3,
+    "sgd": 0.1,
+    "adam": 1e-2,
+    "adam_gc": 1e-2,
+    "radam": 1e-2,
+    "lookahead_adam": 1e-2,
+    "ranger": 1e-2,
     "lars": 3.0,
     "ranger_lars": 1e-2,
 }

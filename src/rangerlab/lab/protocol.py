@@ -68,15 +68,18 @@ def difference(
 class Tuning:
     """Learning rates chosen per arm on the validation split, with one budget for every arm.
 
-    The runner trains every ``(arm, lr)`` of ``grid(config, arm)`` with ``seeds[mode]`` tuning
-    seeds (disjoint from the test seeds), scores ``metric`` on the validation split, and gives
-    each arm the best rate for its test runs (``config["lr"]``).
+    The runner trains every ``(arm, lr)`` of ``grid(config, arm)`` (ascending, evenly spaced on
+    a log scale) with ``seeds[mode]`` tuning seeds (disjoint from the test seeds) and scores
+    ``metric`` on the validation split. While an arm's best rate is at an end of its grid, the
+    grid grows by one more rate beyond that end, at most ``extend`` times: the same rule and
+    budget for every arm. Each arm then runs its test seeds at its best rate (``config["lr"]``).
     """
 
     grid: Callable[[dict[str, Any], str], list[float]]
     metric: str
     direction: int  # +1: larger is better
     seeds: dict[str, int]
+    extend: int = 2
 
 
 @dataclass(frozen=True)

@@ -68,11 +68,16 @@ def _tuning(exp: dict[str, Any]) -> str:
             f"{lr:.3g}: {s:.4g}" for lr, s in zip(t["grid"], t["score"], strict=True)
         )
         edge = "yes: the best rate may lie outside the grid" if t["edge"] else "no"
-        rows.append([exp["labels"][arm], scores, f"{t['lr']:.3g}", edge])
+        added = t.get("added", 0)
+        rows.append([exp["labels"][arm], scores, f"{t['lr']:.3g}", added, edge])
     return (
-        f"<p><b>Tuning</b> (validation split, tuning seeds {exp['tuning_seeds']}, the same grid "
-        f"size for every arm; score = mean validation loss, lower is better):</p>"
-        + _table(["arm", "lr: validation score", "chosen lr", "at the grid's edge?"], rows)
+        f"<p><b>Tuning</b> (validation split, tuning seeds {exp['tuning_seeds']}; every arm starts "
+        f"from a grid of the same size and half-decade spacing, extended by one rate past an end "
+        f"while the best rate sits there, at most twice; score = mean validation loss, lower is "
+        f"better):</p>"
+        + _table(
+            ["arm", "lr: validation score", "chosen lr", "rates added", "still at an end?"], rows
+        )
     )
 
 

@@ -129,24 +129,7 @@ def run_one(exp: Experiment, mode: str, n_seeds: int | None, ex: Executor, bar) 
     t_seeds = [TUNING_SEED + i for i in range(tune.seeds[mode])] if tune else []
     grids = {arm: tune.grid(cfg, arm) for arm in arms} if tune else {}
     bar.reset(total=sum(len(g) for g in grids.values()) * len(t_seeds) + len(arms) * len(seeds))
-    tuning: dict[str, Any] = {}
-    if tune:
-        tasks = [
-            (exp.id, {**cfg, "split": "val", "lr": lr}, arm, s)
-            for arm in arms
-            for lr in grids[arm]
-            for s in t_seeds
-        ]
-        found = iter(_collect(ex, exp, tasks, bar))
-        for arm in arms:
-            scores = [stats.mean([next(found)[tune.metric] for _ in t_seeds]) for _ in grids[arm]]
-            best = max(range(len(scores)), key=lambda i: tune.direction * scores[i])
-            tuning[arm] = {
-                "grid": grids[arm],
-                "score": scores,
-                "lr": grids[arm][best],
-                "edge": best in (0, len(scores) - 1),
-            }
+    tuning = _tune(exp, cfg, arms, grids, t_seeds, ex, bar) if tune else {}
     tasks = [
         (exp.id, {**cfg, "split": "test", **({"lr": tuning[arm]["lr"]} if tune else {})}, arm, s)
         for arm in arms
@@ -182,6 +165,60 @@ def run_one(exp: Experiment, mode: str, n_seeds: int | None, ex: Executor, bar) 
         },
         "extra": exp.extra(cfg) if exp.extra else {"tables": [], "data": {}},
     }
+
+
+def _tune(
+    exp: Experiment,
+    cfg: dict[str, Any],
+    arms: list[str],
+    grids: dict[str, list[float]],
+    t_seeds: list[int],
+    ex: Executor,
+    bar,
+) -> dict[str, Any]:
+    """Score every arm's grid on the validation split, growing a grid past its end while the
+    best rate sits there (see :class:`~rangerlab.lab.protocol.Tuning`); returns per arm the
+    rates, their mean validation scores, the chosen rate and whether it is still at an end."""
+    tune = exp.tuning
+    scores: dict[str, dict[float, float]] = {arm: {} for arm in arms}
+    pending = {arm: list(grids[arm]) for arm in arms}
+    for round_ in range(tune.extend + 1):
+        tasks = [
+            (exp.id, {**cfg, "split": "val", "lr": lr}, arm, s)
+            for arm in arms
+            for lr in pending[arm]
+            for s in t_seeds
+        ]
+        if round_ > 0:
+            bar.total += len(tasks)
+            bar.refresh()
+        found = iter(_collect(ex, exp, tasks, bar))
+        for arm in arms:
+            for lr in pending[arm]:
+                scores[arm][lr] = stats.mean([next(found)[tune.metric] for _ in t_seeds])
+        pending = {}
+        for arm in arms:
+            lrs = sorted(scores[arm])
+            best = max(range(len(lrs)), key=lambda i: tune.direction * scores[arm][lrs[i]])
+            step = lrs[1] / lrs[0]
+            extra = (
+                [lrs[0] / step] if best == 0 else [lrs[-1] * step] if best == len(lrs) - 1 else []
+            )
+            pending[arm] = extra if round_ < tune.extend else []
+        if not any(pending.values()):
+            break
+    out = {}
+    for arm in arms:
+        lrs = sorted(scores[arm])
+        best = max(range(len(lrs)), key=lambda i: tune.direction * scores[arm][lrs[i]])
+        out[arm] = {
+            "grid": lrs,
+            "score": [scores[arm][lr] for lr in lrs],
+            "lr": lrs[best],
+            "edge": best in (0, len(lrs) - 1),
+            "added": len(lrs) - len(grids[arm]),
+        }
+    return out
 
 
 def judge(

@@ -140,9 +140,9 @@ EXPERIMENT = Experiment(
     claim=(
         '"Lookahead keeps two update strategies, fast weights and slow weights ... it is '
         'orthogonal to existing optimizers, so it can be added to all of them." The benefit '
-        "the Lookahead paper claims and the lecture relies on: wrapped in Lookahead, the inner "
-        "optimizer is less sensitive to its learning rate, and Lookahead itself is robust to k "
-        "and alpha."
+        "the Lookahead paper claims and the lecture relies on. Tested: wrapped in Lookahead, "
+        "Adam loses less accuracy away from its best learning rate, and Lookahead is robust to "
+        "k and alpha (accuracy spread under 2 points)."
     ),
     claim_zh=(
         "Lookahead Optimizer: k steps forward, 1 step back 同時維持兩種不同的更新策略 ... "
