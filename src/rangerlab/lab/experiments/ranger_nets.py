@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import plots
 from ..optimizers import BETA2, build, grid, label
-from ..protocol import Comparison, Experiment, Tuning
+from ..protocol import Comparison, Experiment, Tuning, difference
 from ..training import rectifier, train_text
 from ._common import digits
 
@@ -109,30 +109,36 @@ def comparisons(cfg: dict[str, Any]) -> list[Comparison]:
             +1,
             unit="(log ratio)",
         ),
-        Comparison(
-            "CNN test accuracy: Ranger - Adam",
-            lambda m: m["cnn:ranger"]["acc"] - m["cnn:adam"]["acc"],
+        difference(
+            "cnn:ranger",
+            "cnn:adam",
+            "acc",
             +1,
             unit="(accuracy)",
             in_verdict=False,
+            name="CNN test accuracy: Ranger - Adam",
         ),
-        Comparison(
-            "LSTM test bits/char: Ranger - Adam",
-            lambda m: m["lstm:ranger"]["bpc"] - m["lstm:adam"]["bpc"],
+        difference(
+            "lstm:ranger",
+            "lstm:adam",
+            "bpc",
             +1,
             unit="(bits/char)",
             in_verdict=False,
+            name="LSTM test bits/char: Ranger - Adam",
         ),
     ]
     for o in CNN_OPTS[cfg["mode"]]:
         if o not in ("adam", "ranger"):
             out.append(
-                Comparison(
-                    f"CNN test accuracy: {label(o)} - Adam",
-                    lambda m, o=o: m[f"cnn:{o}"]["acc"] - m["cnn:adam"]["acc"],
+                difference(
+                    f"cnn:{o}",
+                    "cnn:adam",
+                    "acc",
                     +1,
                     unit="(accuracy)",
                     in_verdict=False,
+                    name=f"CNN test accuracy: {label(o)} - Adam",
                 )
             )
     return out
