@@ -45,7 +45,9 @@ def curves(
     for i, arm in enumerate(arms):
         runs = result["runs"][arm]
         ys = [plots.positive(r["curve"][key]) if log else r["curve"][key] for r in runs]
-        plots.series(ax, runs[0]["curve"]["step"], ys, result["labels"][arm], i)
+        lr = result["tuning"].get(arm, {}).get("lr")
+        text = result["labels"][arm] + (f" (tuned lr {lr:.2g})" if lr else "")
+        plots.series(ax, runs[0]["curve"]["step"], ys, text, i)
     ax.set(xlabel="optimizer step", ylabel=ylabel, title=title, yscale="log" if log else "linear")
     ax.legend(fontsize=7)
     return plots.save(fig, fig_dir, name)
