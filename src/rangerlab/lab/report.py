@@ -83,15 +83,14 @@ def _tuning(exp: dict[str, Any]) -> str:
 
 def _arms(exp: dict[str, Any]) -> str:
     metrics = {
-        k: v
-        for k, v in exp["metrics"].items()
-        if all(k in r for rs in exp["runs"].values() for r in rs)
+        k: v for k, v in exp["metrics"].items() if any(k in rs[0] for rs in exp["runs"].values())
     }
     if not metrics:
         return ""
     rows = []
     for arm, runs in exp["runs"].items():
-        rows.append([exp["labels"][arm], *[stats.fmt([r[k] for r in runs]) for k in metrics]])
+        cells = [stats.fmt([r[k] for r in runs]) if k in runs[0] else "" for k in metrics]
+        rows.append([exp["labels"][arm], *cells])
     return (
         f"<p><b>Arms</b> (test split, {len(exp['seeds'])} seeds; mean ± sd over seeds):</p>"
         + _table(["arm", *metrics.values()], rows)

@@ -107,7 +107,8 @@ def setup(cfg: dict[str, Any]) -> str:
         f"{cfg['batches'][-1] / 1149:.0%} of the data), so larger batches take fewer steps, as "
         f"in large-batch training. Every (optimizer, batch) has its own rate, tuned on the "
         f"validation split over {cfg['grid_points']} half-decade points (the grid shifted by the "
-        f"usual batch scaling rule), with a linear warmup over the first 10% of steps. "
+        f"usual batch scaling rule; grown past an end while the best rate sits there, at most "
+        f"twice), with a linear warmup over the first 10% of steps. "
         f"Optimizers: {[label(o) for o in cfg['opts']]}; Ranger arms (Lookahead k=6) sync "
         f"{steps[cfg['batches'][-1]] // 6}+ times and are scored on their slow weights."
     )
