@@ -16,5 +16,5 @@ from rangerlab.lab.experiments import EXPERIMENTS  # noqa: E402
 def tiny_report(tmp_path_factory):
     """The output folder of ``rangerlab run --tiny`` over every experiment, and its results."""
     out = tmp_path_factory.mktemp("report")
-    runner.run_experiments(list(EXPERIMENTS), "tiny", [0, 1], out, threads=1, progress=False)
+    runner.run_experiments(list(EXPERIMENTS), "tiny", out, threads=1, jobs=1, progress=False)
     return out, json.loads((out / "results.json").read_text())

@@ -1,10 +1,12 @@
 """The report opened from disk in a real headless browser: every figure loads, no page errors."""
 
+import gzip
 import html
 import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +82,24 @@ def test_the_probe_sees_a_broken_figure(tmp_path):
     record = browse(page, tmp_path)
     assert record["broken"] == ["figures/missing.png"]
     assert any("undefined_function" in e for e in record["errors"])
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_the_recorded_quick_and_full_reports_render_with_every_figure(mode, tmp_path):
+    """The results of the real `rangerlab run` and `rangerlab run --full` quoted in the README
+    (stored compressed) redrawn by `rangerlab report`: every figure of every experiment loads."""
+    from rangerlab.lab import report
+    from rangerlab.lab.experiments import EXPERIMENTS
+
+    out = tmp_path / mode
+    out.mkdir()
+    stored = Path(__file__).parent / "data" / f"{mode}-results.json.gz"
+    (out / "results.json").write_bytes(gzip.decompress(stored.read_bytes()))
+    report.render(out)
+    record = browse(out / "report.html", tmp_path)
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    assert json.loads((out / "results.json").read_text())["environment"]["mode"] == mode
+    assert {f.split(".")[0].removesuffix("-intervals") for f in figures} >= set(EXPERIMENTS)
+    assert record["images"] == len(figures)
+    assert record["broken"] == []
+    assert record["errors"] == []

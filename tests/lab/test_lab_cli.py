@@ -1,5 +1,6 @@
 """The command line: listing, argument errors before any work, re-rendering, Ctrl-C."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -26,7 +27,12 @@ def test_unknown_experiment_is_an_error_before_any_work(tmp_path, capsys, monkey
 
 
 @pytest.mark.parametrize(
-    "args, message", [(["--seeds", "0"], "--seeds"), (["--threads", "0"], "--threads")]
+    "args, message",
+    [
+        (["--seeds", "1"], "--seeds"),
+        (["--threads", "0"], "--threads"),
+        (["--jobs", "0"], "--jobs"),
+    ],
 )
 def test_bad_numbers_are_errors(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit):
@@ -49,12 +55,23 @@ def test_unwritable_out_is_an_error_before_any_work(tmp_path, capsys, monkeypatc
 
 
 def test_interrupt_leaves_no_report(tmp_path, monkeypatch, capsys):
-    def interrupted(cfg, seeds, bar):
+    def interrupted(cfg, arm, seed):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(EXPERIMENTS["layer-table"], "run", interrupted)
+    exp = dataclasses.replace(EXPERIMENTS["layer-table"], trial=interrupted)
+    monkeypatch.setitem(EXPERIMENTS, "layer-table", exp)
     code = cli.main(
-        ["run", "--tiny", "--no-progress", "--out", str(tmp_path), "--experiments", "layer-table"]
+        [
+            "run",
+            "--tiny",
+            "--no-progress",
+            "--jobs",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--experiments",
+            "layer-table",
+        ]
     )
     assert code == 130
     assert "interrupted" in capsys.readouterr().err
@@ -83,7 +100,7 @@ def test_python_dash_m_runs_the_cli():
     done = subprocess.run(
         [sys.executable, "-m", "rangerlab", "list"], capture_output=True, text=True, check=True
     )
-    assert "race" in done.stdout
+    assert "race" in done.stdout and "ranger-nets" in done.stdout
 
 
 def test_missing_lab_extra_is_a_clear_error(monkeypatch, capsys):
@@ -98,6 +115,43 @@ def test_run_leaves_torch_settings_as_it_found_them(tmp_path):
     import torch
 
     threads = torch.get_num_threads()
-    runner.run_experiments(["layer-table"], "tiny", [0], tmp_path, threads=1, progress=False)
+    runner.run_experiments(["layer-table"], "tiny", tmp_path, threads=1, progress=False)
     assert torch.get_num_threads() == threads
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_ctrl_c_with_worker_processes_leaves_no_report(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rangerlab",
+            "run",
+            "--tiny",
+            "--jobs",
+            "2",
+            "--no-progress",
+            "--out",
+            str(out),
+            "--experiments",
+            "warmup,lookahead",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background job inherits an ignored SIGINT; a terminal's Ctrl-C does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".rangerlab-partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # the workers are busy now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert sorted(os.listdir(out)) == []

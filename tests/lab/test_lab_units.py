@@ -69,11 +69,74 @@ def test_layer_norms_measures_sgd_without_changing_the_model():
 
 
 def test_steps_to_min_is_the_step_from_which_the_run_stays_below_tolerance():
-    from rangerlab.lab.experiments.race import TOL, _steps_to_min
+    from rangerlab.lab.experiments.race import TOL, steps_to_min
 
     nan = float("nan")
     gap = torch.tensor(
         [[1.0, 1.0, 1.0, 1.0], [TOL / 2, TOL / 2, nan, 1.0], [TOL / 2, 1.0, nan, TOL / 3]]
     )
     # arrives at 1 and stays; passes through and leaves; diverges; arrives at the last step
-    assert _steps_to_min(gap) == [1, None, None, 2]
+    assert steps_to_min(gap) == [1, None, None, 2]
+
+
+def test_rectifier_matches_torch_radam_step_sizes():
+    from rangerlab.lab.training import rectifier
+
+    # torch's RAdam: with a constant gradient g the step is lr * r_t * m_hat / sqrt(v_hat) =
+    # lr * r_t (both estimates equal g), and lr * m_hat (un-adapted) while rho_t <= 5
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = torch.optim.RAdam([p], lr=1.0, betas=(0.9, 0.99), eps=0.0)
+    for t in range(1, 40):
+        before = p.detach().clone()
+        p.grad = torch.ones(1, dtype=torch.float64)
+        opt.step()
+        step = (before - p.detach()).item()
+        if rectifier(t, 0.99) > 0 and t > 5:
+            assert step == pytest.approx(rectifier(t, 0.99), rel=1e-9)
+    assert rectifier(500, 0.99) > 0.97 and rectifier(100, 0.999) < 0.3
+
+
+def test_epochs_of_covers_each_epoch_once_with_full_batches():
+    from rangerlab.lab.training import epochs_of
+
+    pick = epochs_of(10, 3, torch.Generator().manual_seed(0))
+    first = torch.cat([pick(s) for s in range(3)])
+    assert len(first) == 9 and len(set(first.tolist())) == 9  # the 10th waits for next epoch
+    assert all(len(pick(s)) == 3 for s in range(3, 9))
+    with pytest.raises(ValueError, match="batch_size"):
+        epochs_of(2, 3, torch.Generator())
+
+
+def test_digits_validation_split_is_disjoint_from_train_and_test():
+    from rangerlab.lab.data import digits_split
+
+    val, test = digits_split("val"), digits_split("test")
+    assert torch.equal(val.x_train, test.x_train)
+    assert len(val.y_test) == 288 and len(test.y_test) == 360
+    train = {tuple(x.flatten().tolist()) for x in val.x_train}
+    assert sum(tuple(x.flatten().tolist()) in train for x in val.x_test) < 5
+    with pytest.raises(ValueError, match="split"):
+        digits_split("train")
+
+
+def test_deep_cnn_has_eight_weight_layers():
+    from rangerlab.lab.models import DeepCNN
+
+    model = DeepCNN(4)
+    assert sum(p.ndim > 1 for p in model.parameters()) == 8
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_activation_gradient_underflow_counts_real_fp16_flushes():
+    from rangerlab.lab.experiments.amp import SCALE, activation_grads
+    from rangerlab.lab.models import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN(4)
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 10
+    g32 = activation_grads(model, x, y)
+    assert all(p.grad is None for p in model.parameters())  # the model is left as it was
+    g16 = activation_grads(model, x, y, torch.float16, 1e-6)  # tiny loss: many flush to 0
+    g16s = activation_grads(model, x, y, torch.float16, 1e-6 * SCALE)
+    nz = g32 != 0
+    assert ((g16 == 0) & nz).sum() > ((g16s == 0) & nz).sum()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,14 +26,14 @@ def _parser() -> argparse.ArgumentParser:
         dest="mode",
         action="store_const",
         const="quick",
-        help="every experiment in a few minutes on 2 CPU cores (the default)",
+        help="a preview of every experiment, under 5 minutes on 2 CPU cores (the default)",
     )
     mode.add_argument(
         "--full",
         dest="mode",
         action="store_const",
         const="full",
-        help="more seeds, steps and epochs: numbers worth quoting (much slower)",
+        help="the quotable run: more seeds and steps (under 30 minutes on 2 CPU cores)",
     )
     mode.add_argument(
         "--tiny", dest="mode", action="store_const", const="tiny", help=argparse.SUPPRESS
@@ -52,18 +54,28 @@ def _parser() -> argparse.ArgumentParser:
         "--seeds",
         type=int,
         default=None,
-        help="number of seeds (default: 2 for --quick, 3 for --full)",
+        help="test seeds per arm for every experiment (default: each experiment's own, 6-16)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="worker processes running trials in parallel (default: 2, or 1 on one core); "
+        "results do not depend on it",
     )
     run.add_argument(
         "--threads",
         type=int,
         default=1,
-        help="torch CPU threads (default 1: deterministic and fastest for these small models)",
+        help="torch CPU threads per trial (default 1: fastest for these small models)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     sub.add_parser("list", help="list the experiments")
     rep = sub.add_parser("report", help="re-render report.html and figures from results.json")
     rep.add_argument("dir", type=Path, help="a folder written by `rangerlab run`")
+    rep.add_argument(
+        "--summary", action="store_true", help="also print the verdict table as Markdown"
+    )
     return parser
 
 
@@ -101,17 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         from .experiments import EXPERIMENTS
 
-        for exp_id, module in EXPERIMENTS.items():
-            print(f"{exp_id:16} {module.DESCRIPTION}")
+        for exp_id, exp in EXPERIMENTS.items():
+            print(f"{exp_id:16} {exp.description}")
         return 0
     if args.command == "report":
-        from .report import render
+        from .report import render, summary_markdown
 
         try:
             path = render(args.dir)
         except (FileNotFoundError, ValueError) as err:
             parser.error(str(err))
         print(f"report written to {path}")
+        if args.summary:
+            print(summary_markdown(json.loads((args.dir / "results.json").read_text())))
         return 0
 
     from . import runner
@@ -120,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         ids = _experiment_ids(args.experiments)
     except ValueError as err:
         parser.error(str(err))
-    n_seeds = runner.DEFAULT_SEEDS[args.mode] if args.seeds is None else args.seeds
-    if n_seeds < 1:
-        parser.error(f"--seeds must be at least 1, got {n_seeds}")
+    if args.seeds is not None and args.seeds < 2:
+        parser.error(f"--seeds must be at least 2 (paired intervals need two), got {args.seeds}")
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     try:
         runner.check_out_dir(args.out)
     except OSError as err:
@@ -133,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         runner.run_experiments(
             ids,
             args.mode,
-            list(range(n_seeds)),
             args.out,
-            args.threads,
+            threads=args.threads,
+            jobs=args.jobs,
+            n_seeds=args.seeds,
             progress=not args.no_progress,
         )
     except KeyboardInterrupt:

@@ -55,6 +55,41 @@ def load_digits(test_fraction: float = 0.2) -> Digits:
     return Digits(as_x(x_tr), as_y(y_tr), as_x(x_te), as_y(y_te))
 
 
+SPLITS = ("val", "test")
+
+
+@functools.lru_cache(maxsize=4)
+def digits_split(split: str) -> Digits:
+    """The digits for tuning (``split="val"``) or for scoring (``split="test"``).
+
+    The training part of :func:`load_digits` is split once more (stratified, fixed seed) into
+    1,149 images to train on and 288 to validate on; ``"val"`` evaluates on those 288 and
+    ``"test"`` on the 360 held-out test images. Training uses the same 1,149 images either way,
+    so a rate tuned on ``"val"`` is scored on images it never saw.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    from sklearn.model_selection import train_test_split
+
+    base = load_digits()
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        base.x_train, base.y_train, test_size=0.2, stratify=base.y_train, random_state=1
+    )
+    if split == "val":
+        return Digits(x_tr, y_tr, x_val, y_val)
+    return Digits(x_tr, y_tr, base.x_test, base.y_test)
+
+
+def text_split(split: str, chars: int) -> tuple[Tensor, Tensor]:
+    """Encoded standard-library text: the first 80% to train on, then 10% to validate on
+    (``split="val"``) and the last 10% to test on (``"test"``). Returns ``(train, held_out)``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    ids = encode(load_stdlib_text(chars))
+    a, b = int(0.8 * len(ids)), int(0.9 * len(ids))
+    return ids[:a], (ids[a:b] if split == "val" else ids[b:])
+
+
 def _docstrings(path: Path) -> list[str]:
     """Module, class and function docstrings of one source file, in source order."""
     try:

@@ -49,3 +49,27 @@ class CharLSTM(nn.Module):
         """Logits ``(N, T, vocab)`` for an index batch ``(N, T)``."""
         out, _ = self.lstm(self.embed(idx))
         return self.head(out)
+
+
+class DeepCNN(nn.Module):
+    """Eight weight layers for 8x8 digits (six 3x3 convolutions in three blocks with 2x2
+    max-pools, two linear layers), no normalisation: the depth You et al.'s layer table needs.
+
+    Args:
+        width: channels of the first block (doubled in each following block).
+    """
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        c = [1, width, width, 2 * width, 2 * width, 4 * width, 4 * width]
+        self.convs = nn.ModuleList(nn.Conv2d(c[i], c[i + 1], 3, padding=1) for i in range(6))
+        self.fc1 = nn.Linear(4 * width * 2 * 2, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits for a ``(N, 1, 8, 8)`` batch."""
+        for i, conv in enumerate(self.convs):
+            x = torch.relu(conv(x))
+            if i in (1, 3):
+                x = torch.max_pool2d(x, 2)
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))

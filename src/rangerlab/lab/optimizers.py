@@ -1,67 +1,94 @@
-"""The optimizers the lab compares, by name: torch.optim for the baselines torch has, rangerlab
-for the rest."""
+"""The optimizers the lab compares, built through the library's one registry.
+
+Every arm is a registry name (``rangerlab.list_optimizers()``) plus the settings the lab fixes;
+nothing here re-implements an optimizer. The Adam family runs with ``beta2 = 0.99`` (Ranger keeps
+its own ``beta1 = 0.95``): RAdam's rectifier then passes 0.9 by step ~300 and 0.98 by step ~500,
+so runs of a few hundred steps compare the methods after their built-in warmup, not during it
+(with the usual 0.999 that takes ~3,000 steps, more than 2 cores allow for every arm).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Iterable
+from typing import Any
 
 import torch
+from torch import nn
 
 import rangerlab
 
-Factory = Callable[..., torch.optim.Optimizer]
+BETA2 = 0.99
 
-#: name -> (label, factory(params, lr)). The factories fix every setting but the learning rate.
-OPTIMIZERS: dict[str, tuple[str, Factory]] = {
-    "sgd": ("SGD", lambda p, lr: torch.optim.SGD(p, lr=lr)),
-    "momentum": ("SGD+momentum", lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9)),
-    "adam": ("Adam", lambda p, lr: torch.optim.Adam(p, lr=lr)),
-    "adamw": ("AdamW", lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=1e-2)),
-    "radam": ("RAdam", lambda p, lr: torch.optim.RAdam(p, lr=lr)),
-    "lookahead-adam": (
+#: arm -> (registry name, fixed settings, label).
+ARMS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "sgd": ("sgd", {"momentum": 0.9}, "SGD+momentum"),
+    "adam": ("adam", {"betas": (0.9, BETA2)}, "Adam"),
+    "adam_gc": ("adam", {"betas": (0.9, BETA2), "gc": True}, "Adam+GC"),
+    "radam": ("radam", {"betas": (0.9, BETA2)}, "RAdam"),
+    "lookahead_adam": (
+        "adam",
+        {"betas": (0.9, BETA2), "lookahead": True, "k": 6, "alpha": 0.5},
         "Lookahead(Adam)",
-        lambda p, lr: rangerlab.Lookahead(torch.optim.Adam(p, lr=lr), k=6, alpha=0.5),
     ),
-    "ranger": ("Ranger", lambda p, lr: rangerlab.Ranger(p, lr=lr)),
-    "lars": ("LARS", lambda p, lr: rangerlab.LARS(p, lr=lr, momentum=0.9)),
-    "ranger-lars": ("Ranger-LARS", lambda p, lr: rangerlab.RangerLARS(p, lr=lr)),
+    "ranger": ("ranger", {"betas": (0.95, BETA2)}, "Ranger"),
+    "lars": ("lars", {"momentum": 0.9}, "LARS"),
+    "ranger_lars": ("ranger_lars", {"betas": (0.95, BETA2)}, "Ranger-LARS"),
 }
 
-#: Reference rates: each trains the digits CNN well in a few epochs at batch 64 (the
-#: lr-sensitivity experiment shows the whole curve around them).
-CNN_LR: dict[str, float] = {
+#: The centre of each arm's learning-rate grid (a conventional rate for small networks); every
+#: arm's grid has the same number of points at the same half-decade spacing around it, and the
+#: runner extends a grid whose best rate is at an end (see ``protocol.Tuning``).
+CENTRE: dict[str, float] = {
     "sgd": 0.1,
-    "momentum": 0.03,
-    "adam": 3e-3,
-    "adamw": 3e-3,
-    "radam": 3e-3,
-    "lookahead-adam": 3e-3,
+    "adam": 1e-2,
+    "adam_gc": 1e-2,
+    "radam": 1e-2,
+    "lookahead_adam": 1e-2,
     "ranger": 1e-2,
     "lars": 3.0,
-    "ranger-lars": 1e-2,
+    "ranger_lars": 1e-2,
 }
 
-
-def label(name: str) -> str:
-    """The human-readable name of optimizer ``name``."""
-    return OPTIMIZERS[name][0]
-
-
-def make_optimizer(name: str, params: Iterable, lr: float) -> torch.optim.Optimizer:
-    """Build optimizer ``name`` (a key of :data:`OPTIMIZERS`) over ``params`` with rate ``lr``."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name][1](params, lr)
+_unknown = {name for name, _, _ in ARMS.values()} - set(rangerlab.list_optimizers())
+if _unknown:  # the registry is the one vocabulary; fail at import if it drifts
+    raise ImportError(f"lab arms name optimizers the registry lacks: {sorted(_unknown)}")
 
 
-def make_gc_optimizer(name: str, params: Iterable, lr: float, gc: bool) -> torch.optim.Optimizer:
-    """rangerlab's ``name`` (adam, radam, ranger or momentum) with GC on or off (``gc``)."""
-    builders: dict[str, Factory] = {
-        "adam": lambda: rangerlab.Adam(params, lr=lr, gc=gc),
-        "radam": lambda: rangerlab.RAdam(params, lr=lr, gc=gc),
-        "ranger": lambda: rangerlab.Ranger(params, lr=lr, gc=gc),
-        "momentum": lambda: rangerlab.SGD(params, lr=lr, momentum=0.9, gc=gc),
-    }
-    if name not in builders:
-        raise ValueError(f"no GC variant of {name!r}; known: {', '.join(builders)}")
-    return builders[name]()
+def label(arm: str) -> str:
+    """The human-readable name of ``arm`` (an :data:`ARMS` key)."""
+    return ARMS[arm][2]
+
+
+def labels(*arms: str) -> dict[str, str]:
+    """``{arm: label}`` for the given arms."""
+    return {a: label(a) for a in arms}
+
+
+def build(
+    arm: str, model: nn.Module | Iterable, lr: float, **overrides: Any
+) -> torch.optim.Optimizer:
+    """Optimizer ``arm`` over ``model`` (or parameters / param groups) at rate ``lr``, via
+    :func:`rangerlab.create_optimizer` (which, given a model, gives biases and 1-D weights no
+    weight decay and, for the layer-wise optimizers, no trust ratio)."""
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; known: {', '.join(ARMS)}")
+    name, fixed, _ = ARMS[arm]
+    return rangerlab.create_optimizer(model, name, lr=lr, **{**fixed, **overrides})
+
+
+def grid(arm: str, points: int) -> list[float]:
+    """``points`` rates at half-decade steps centred on ``CENTRE[arm]`` (the same shape for every
+    arm: one tuning budget)."""
+    first = -(points - 1) / 2
+    return [CENTRE[arm] * 10 ** (0.5 * (first + i)) for i in range(points)]
+
+
+def half_decades(low: float, points: int) -> list[float]:
+    """``points`` rates from ``low`` upward at half-decade steps (rounded to 3 digits)."""
+    return [float(f"{low * 10 ** (0.5 * i):.3g}") for i in range(points)]
+
+
+def log_spread(values: list[float]) -> float:
+    """log10(max / min) of positive values: their spread in decades."""
+    return math.log10(max(values) / min(values))
