@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..amp import scaler_step
+from ..transforms import rectification
 from .data import CHARSET, digits_split, text_split
 from .models import CharLSTM, DigitsCNN
 
@@ -244,10 +245,8 @@ def warmup(steps: int) -> Callable[[int], float]:
 
 
 def rectifier(t: int, beta2: float) -> float:
-    """RAdam's variance rectification term ``r_t`` at step ``t`` (0 while ``rho_t <= 4``, when
-    RAdam takes un-adapted momentum steps), from Liu et al. 2020, eq. (6)."""
-    rho_inf = 2 / (1 - beta2) - 1
-    rho = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
-    if rho <= 4:
-        return 0.0
-    return math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+    """RAdam's variance rectification term ``r_t`` at step ``t``, by the library's one rule
+    (`rangerlab.transforms.rectification`, torch's threshold); 0 while ``rho_t <= 5``, when RAdam
+    takes un-adapted momentum steps."""
+    r = rectification(t, beta2)
+    return 0.0 if r is None else r
