@@ -15,13 +15,13 @@ import ast
 import html
 import inspect
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import browser
 import rangerlab
 import rangerlab.transforms
 
@@ -30,7 +30,7 @@ pytest.importorskip(
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER = browser.BROWSER
 
 #: Names whose entry must state an update rule as a typeset formula.
 UPDATE_RULES = {
@@ -213,22 +213,13 @@ needs_browser = pytest.mark.skipif(
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """Headless Chromium (the flags of tests/lab/test_lab_browser.py) with no network names."""
-    cmd = [
-        BROWSER,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+    """Headless Chromium (the common flags of tests/browser.py) with no network names."""
+    cmd = browser.command(
+        tmp_path / "chromium-profile",
         "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: any fetch from the web fails
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
         "--virtual-time-budget=20000",
         *args,
-    ]
+    )
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 

@@ -4,13 +4,14 @@ import gzip
 import html
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+import browser
+
+BROWSER = browser.BROWSER
 
 # Injected into a copy of the page: records failed loads and script errors, then on load writes
 # what it saw into the DOM, which --dump-dom prints.
@@ -40,21 +41,9 @@ def browse(page, tmp_path) -> dict:
     """Open ``page`` (a file) in headless Chromium with the probe injected; return its record."""
     probe = page.with_name("_probe_" + page.name)
     probe.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
-    cmd = [
-        BROWSER,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--virtual-time-budget=15000",
-        "--dump-dom",
-        probe.as_uri(),
-    ]
+    cmd = browser.command(
+        tmp_path / "chromium-profile", "--virtual-time-budget=15000", "--dump-dom", probe.as_uri()
+    )
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     finally:
