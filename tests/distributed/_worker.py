@@ -8,6 +8,7 @@ it runs in its own process: same seed, whole global batches, no process group.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import warnings
@@ -438,6 +439,10 @@ def main() -> None:
             torch.save(results, os.path.join(out, f"{scenario}.pt"))
         dist.barrier()
     finally:
+        # Free what still holds the group's pending work (DDP reducers, ZeRO's handles) while the
+        # group and the interpreter are alive: gloo aborts the process ("terminate called without
+        # an active exception") when such objects die during interpreter shutdown.
+        gc.collect()
         dist.destroy_process_group()
 
 

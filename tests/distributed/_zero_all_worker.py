@@ -45,6 +45,7 @@ def zero_all(rank: int, world: int, out: str) -> dict:
         opt = worker.zero_optimizer(model.parameters(), info.cls, **info.fixed, **SETTINGS[name])
         worker.train(model, opt, range(worker.STEPS), rank, world)
         results[name] = worker.full_params(model.module)
+        del model, opt  # one DDP model and ZeRO optimizer alive at a time (see worker.main)
     return results
 
 
