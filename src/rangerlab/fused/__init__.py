@@ -17,10 +17,10 @@ operation) makes about ten such passes. The options weighed:
   LARS and Ranger-LARS (the trust ratio needs whole-tensor norms before the update). Parallel
   over row-aligned chunks of all tensors at once, so 2,000 small tensors cost one dispatch.
 
-We use the C++ kernels. The build (about a minute on 2 cores, announced once on stderr) happens
-at the first fused step, or ahead of time with ``python -m rangerlab.fused``, and is reused by
-every later process (`._build`: the cache key, the lock); `_build.build_seconds`
-reports it. The kernels follow the reference transforms operation by operation, so the two paths
+We use the C++ kernels. The build (14-33 s measured on 2 cores, see the README; announced once
+on stderr) happens at the first fused step, or ahead of time with ``python -m rangerlab.fused``,
+and is reused by every later process (`._build`: the cache key, the lock);
+`_build.build_seconds` reports it. The kernels follow the reference transforms operation by operation, so the two paths
 agree to rounding and keep the same state keys (a checkpoint moves between them).
 
 On CUDA the same chains run as Triton kernels (`triton_kernels`, host side in

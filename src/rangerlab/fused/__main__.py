@@ -1,7 +1,7 @@
 """Build the fused CPU kernels ahead of time: ``python -m rangerlab.fused``.
 
 For container images, and before ``torchrun`` starts its processes: the first fused step then
-loads the cached build instead of compiling for about a minute. The cache is
+loads the cached build instead of compiling for under a minute. The cache is
 ``$RANGERLAB_CACHE`` (default ``~/.cache/rangerlab``), one directory per source, torch, CPU and
 Python environment. Exits with status 1, printing the cause, when the build fails.
 """
