@@ -20,8 +20,9 @@ operation) makes about ten such passes. The options weighed:
 We use the C++ kernels. The build (14-33 s measured on 2 cores, see the README; announced once
 on stderr) happens at the first fused step, or ahead of time with ``python -m rangerlab.fused``,
 and is reused by every later process (`._build`: the cache key, the lock);
-`_build.build_seconds` reports it. The kernels follow the reference transforms operation by operation, so the two paths
-agree to rounding and keep the same state keys (a checkpoint moves between them).
+`_build.build_seconds` reports it. The kernels follow the reference transforms operation by
+operation, so the two paths agree to rounding and keep the same state keys (a checkpoint moves
+between them).
 
 On CUDA the same chains run as Triton kernels (`triton_kernels`, host side in
 `triton_plan`): one pass for Adam/AdamW, RAdam and Ranger, two for LARS, LARC, LAMB and
