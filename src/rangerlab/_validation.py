@@ -149,10 +149,6 @@ def check_group(group: Mapping[str, Any]) -> None:
             rule(value)
     if group.get("fused") and group.get("foreach"):
         raise ValueError("Invalid fused: True with foreach=True (pick one fast path, as in torch)")
-    if group.get("fused") and group.get("telemetry"):
-        raise ValueError(
-            "Invalid fused: True with telemetry on (telemetry records on the reference path)"
-        )
     if group.get("nesterov"):
         momentum = _number("momentum", group.get("momentum", 0.0))
         dampening = _number("dampening", group.get("dampening", 0.0))

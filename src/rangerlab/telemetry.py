@@ -37,17 +37,20 @@ Sampling: ``telemetry=N`` (a positive int) records the per-layer quantities on e
 optimizer step only (``skipped``, ``lr`` and ``steps`` still count every step); ``True`` is every
 step. The means are then over the sampled steps of the interval.
 
-Cost: off (the default), the step does no extra work at all: the probes below are not in the chain
-and no transform records. On a recorded step the step takes the reference path (the fused kernels
-do not compute these reductions) and adds a few norm reductions per tensor, several times the
-fused step's time on CPU; the other steps of ``telemetry=N`` run as with telemetry off, so the
-overhead is divided by ``N``. ``python -m rangerlab.bench`` shows the step times side by side.
-The two paths agree to rounding, not bit for bit, so sampling changes a trajectory at that level.
+Cost: off (the default), the step does no extra work at all: the kernels run their variant
+without the sums, the probes below are not in the chain and no transform records. On a recorded
+step the fused kernels (C++ on the CPU, Triton on CUDA) compute every quantity in the passes they
+make anyway (`rangerlab.fused.stats`: a few more sums over data already in cache), and the
+weights they write are bit-identical to a step without telemetry, so recording never changes a
+trajectory. On the reference path (``foreach=True/False``, chains without a kernel, FSDP2 shards)
+the probes and the transforms add a few norm reductions per tensor instead; that path agrees with
+the fused one to rounding. ``python -m rangerlab.bench`` shows the step times side by side.
 Values stay on the device as tensors until they are read.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,51 +58,77 @@ import torch
 from torch import Tensor, nn
 
 from ._ops import foreach_supported
+from .fused import stats as columns
 from .transforms.base import Context, Transform
-
-#: Pending per-step tensors are turned into Python sums after this many records.
-_FOLD_AFTER = 512
+from .transforms.radam import _rectifier, rectification
 
 
 class Recorder:
-    """Accumulates one optimizer's telemetry between reads (see the module docstring)."""
+    """Accumulates one optimizer's telemetry between reads (see the module docstring).
+
+    Per-tensor values are summed as tensors, one running sum per (quantity, bucket of names),
+    where they were computed (no host transfer until `read`); per-step numbers as Python floats.
+    """
 
     def __init__(self) -> None:
         self.names: dict[int, str] = {}  # id(param) -> name, from name_parameters
-        self._pending: list[tuple[str, tuple[str, ...], Tensor]] = []
+        # (quantity, names) -> [sum, count]: float64 tensors (count an int when never masked)
+        self._tensors: dict[tuple[str, tuple[str, ...]], list] = {}
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self.steps = 0  # optimizer steps in the interval
         self.seen = 0  # optimizer steps since the recorder was made: decides the sampled steps
         self.recorded = 0  # steps in the interval that recorded per-layer values
 
-    def add(self, quantity: str, names: Sequence[str], values: Sequence[Tensor] | Tensor) -> None:
-        """Record one value per named tensor; ``values`` are 0-d tensors (kept on the device)."""
+    def add(
+        self,
+        quantity: str,
+        names: Sequence[str],
+        values: Sequence[Tensor] | Tensor,
+        mask: Tensor | None = None,
+    ) -> None:
+        """Record one value per named tensor; ``values`` are 0-d tensors (kept on the device).
+
+        ``mask`` (a bool tensor, one entry per name) keeps only the values where it is true: a
+        choice made on the device (RAdam's adaptive steps, a Lookahead sync) costs no sync here.
+        """
         if not names:
             return
         stacked = values if isinstance(values, Tensor) else torch.stack(list(values))
-        self._pending.append((quantity, tuple(names), stacked.detach().reshape(-1)))
-        if len(self._pending) >= _FOLD_AFTER:
-            self._fold()
+        stacked = stacked.detach().reshape(-1).to(torch.float64)
+        count: Tensor | int = 1
+        if mask is not None:
+            mask = mask.detach().reshape(-1).expand(len(names)).to(stacked.device)
+            stacked = torch.where(mask, stacked, 0.0)
+            count = mask.to(torch.float64)
+        key = (quantity, tuple(names))
+        entry = self._tensors.get(key)
+        if entry is None:
+            self._tensors[key] = [stacked.clone(), count if isinstance(count, int) else count]
+        else:
+            entry[0] += stacked
+            entry[1] = entry[1] + count
 
     def scalar(self, key: str, value: float) -> None:
         """Record one Python number under ``key``."""
         self._sums[key] = self._sums.get(key, 0.0) + float(value)
         self._counts[key] = self._counts.get(key, 0) + 1
 
-    def _fold(self) -> None:
-        for quantity, names, values in self._pending:
-            for name, value in zip(names, values.tolist(), strict=True):
-                self.scalar(f"{quantity}/{name}", value)
-        self._pending.clear()
-
     def read(self, reset: bool = True) -> dict[str, float]:
         """The mean of every key over the interval, plus ``steps``; ``reset`` starts a new one."""
-        self._fold()
-        out = {key: total / self._counts[key] for key, total in self._sums.items()}
+        sums, counts = dict(self._sums), dict(self._counts)
+        for (quantity, names), (total, count) in self._tensors.items():
+            per_name = count.tolist() if isinstance(count, Tensor) else [count] * len(names)
+            for name, value, n in zip(names, total.tolist(), per_name, strict=True):
+                if n:
+                    key = f"{quantity}/{name}"
+                    sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + n
+        out = {key: total / counts[key] for key, total in sums.items()}
         out["steps"] = float(self.steps)
         out["recorded_steps"] = float(self.recorded)
         if reset:
+            self._tensors.clear()
             self._sums.clear()
             self._counts.clear()
             self.steps = self.recorded = 0
@@ -194,6 +223,78 @@ class BucketProbe:
     ) -> None:
         names = self.names if index is None else [self.names[i] for i in index]
         self.recorder.add(quantity, names, values)
+
+
+def names_by_param(optimizer: torch.optim.Optimizer, group_index: int) -> dict[int, str]:
+    """``id(param) -> name`` for group ``group_index`` (see `param_names`)."""
+    group = optimizer.param_groups[group_index]
+    return dict(zip(map(id, group["params"]), param_names(optimizer, group_index), strict=True))
+
+
+def record_stats(
+    optimizer: torch.optim.Optimizer,
+    group: dict[str, Any],
+    kernel: Any,
+    names: list[str],
+    weights: Sequence[Tensor],
+    stats: Tensor,
+    steps: Sequence[int] | Tensor,
+) -> None:
+    """Record one bucket's quantities from the ``stats`` a fused kernel filled in its passes.
+
+    ``kernel`` is the bucket's `rangerlab.fused.FusedKernel` (or the Triton step around one: it
+    says which quantities the chain has), ``weights`` the bucket's tensors, ``steps`` each
+    tensor's step count after the step (host numbers, or the device counters of the Triton
+    path). Everything stays on ``stats``' device.
+    """
+    rec = recorder(optimizer)
+    device = stats.device
+    roots = stats[:, : columns.U_SQ + 1].sqrt()  # ||w||, ||g||, ||u||
+    w_norm = roots[:, columns.W_SQ]
+    lr = group["lr"]
+    lr = lr.detach().to(device, torch.float64) if isinstance(lr, Tensor) else float(lr)
+    update = roots[:, columns.U_SQ] * lr
+    rec.add("weight_norm", names, w_norm)
+    rec.add("grad_norm", names, roots[:, columns.G_SQ])
+    rec.add("update_norm", names, update)
+    rec.add("update_ratio", names, update / w_norm)
+    if kernel.uses_trust(group):
+        rec.add("trust_ratio", names, stats[:, columns.RATIO])
+    if kernel.family == "adam":
+        beta2 = float(group["betas"][1])
+        adaptive = scale = None
+        if kernel.radam and isinstance(steps, Tensor):  # device counters: decided on the device
+            t = steps.to(device, torch.float64).reshape(-1)
+            rect, adaptive = _rectifier(t, beta2)
+            rec.add("adaptive", names, adaptive.to(torch.float64))
+            rec.add("rectifier", names, rect, adaptive)
+            scale = (1.0 - beta2**t).sqrt()  # RAdam's step is sqrt(1-b2^t)/(sqrt(v)+eps)
+        elif kernel.radam:  # host step counts: the rule on Python numbers, once per count
+            per_step = {t: (rectification(t, beta2), math.sqrt(1.0 - beta2**t)) for t in set(steps)}
+            rects = [per_step[t][0] for t in steps]
+            on = [i for i, r in enumerate(rects) if r is not None]
+            f64 = torch.float64
+            rec.add(
+                "adaptive", names, torch.tensor([float(r is not None) for r in rects], dtype=f64)
+            )
+            if on:
+                picked = torch.tensor([rects[i] for i in on], dtype=f64)
+                rec.add("rectifier", [names[i] for i in on], picked)
+            adaptive = torch.tensor([r is not None for r in rects], device=device)
+            scale = torch.tensor([per_step[t][1] for t in steps], dtype=f64, device=device)
+        mean = stats[:, columns.Q_MEAN]
+        cv = (stats[:, columns.Q_M2] / stats[:, columns.Q_N]).sqrt() / mean
+        rec.add("adaptive_lr_mean", names, mean if scale is None else mean * scale, adaptive)
+        rec.add("adaptive_lr_cv", names, cv, adaptive)
+    if kernel.gc(group):
+        rows = [i for i, w in enumerate(weights) if w.dim() > 1]  # GC leaves the others alone
+        if rows:
+            rec.add("gc_removed_norm", [names[i] for i in rows], stats[rows, columns.GC_SQ].sqrt())
+    sync = kernel.sync(group)
+    if isinstance(sync, Tensor):
+        rec.add("lookahead_distance", names, stats[:, columns.DIST_SQ].sqrt(), sync.to(device))
+    elif sync:
+        rec.add("lookahead_distance", names, stats[:, columns.DIST_SQ].sqrt())
 
 
 def norms(tensors: Sequence[Tensor]) -> list[Tensor]:

@@ -58,14 +58,17 @@ from .._warnings import warn
 from . import _build, sharded
 from .amp import NO_CONTROL, StepControl, nonfinite_flag
 from .plans import FusedKernel, kernel_for
+from .stats import STATS_COLUMNS, new_stats
 
 __all__ = [
     "FusedKernel",
     "NO_CONTROL",
+    "STATS_COLUMNS",
     "StepControl",
     "available",
     "build_seconds",
     "kernel_for",
+    "new_stats",
     "nonfinite_on_device",
     "select",
     "triton_available",

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -187,65 +188,256 @@ struct AdamArgs {
     wj = sj;                                                                              \
   }
 
-// Calls f(bool_constant<x>, bool_constant<y>, bool_constant<z>): runtime flags to templates.
-template <typename F>
-void with_flags(bool x, bool y, bool z, const F& f) {
-  using Y = std::true_type;
-  using N = std::false_type;
-  auto inner = [&](auto X) {
-    if (y) {
-      z ? f(X, Y{}, Y{}) : f(X, Y{}, N{});
-    } else {
-      z ? f(X, N{}, Y{}) : f(X, N{}, N{});
+// Lookahead's sync over [b, stop) with telemetry's sum of (fast - slow)^2 before it: RANGERLAB_SYNC's
+// arithmetic, with the alpha_small choice taken outside the loops (GCC leaves one of the two
+// versions it would make of a loop with that choice inside unvectorized).
+template <typename T>
+inline T sync_with_distance(T* __restrict__ w, T* __restrict__ slow, int64_t b, int64_t stop,
+                            T alpha, bool alpha_small) {
+  const T alpha_r = T(1) - alpha;
+  T sd = 0;
+  if (alpha_small) {
+#pragma omp simd reduction(+ : sd)
+    for (int64_t j = b; j < stop; ++j) {
+      const T dj = w[j] - slow[j];
+      sd += dj * dj;
+      slow[j] = slow[j] + alpha * dj;
+      w[j] = slow[j];
     }
-  };
-  x ? inner(Y{}) : inner(N{});
+  } else {
+#pragma omp simd reduction(+ : sd)
+    for (int64_t j = b; j < stop; ++j) {
+      const T dj = w[j] - slow[j];
+      sd += dj * dj;
+      slow[j] = w[j] - dj * alpha_r;
+      w[j] = slow[j];
+    }
+  }
+  return sd;
 }
 
+// Calls f(bool_constant<flag>...) in the flags' order: runtime flags to template parameters.
+template <typename F>
+void with_flags(const F& f) {
+  f();
+}
+template <typename F, typename... Rest>
+void with_flags(const F& f, bool flag, Rest... rest) {
+  if (flag) {
+    with_flags([&](auto... later) { f(std::true_type{}, later...); }, rest...);
+  } else {
+    with_flags([&](auto... later) { f(std::false_type{}, later...); }, rest...);
+  }
+}
+
+// Telemetry (rangerlab/fused/stats.py): what one task adds to its tensor's row of the stats
+// tensor. Sums of squares are taken per span like every other sum here; the adaptive factor's
+// mean and spread are combined span by span (Chan et al.), so the variance does not come from a
+// difference of two large sums.
+struct SpanMoments {
+  double n = 0, mean = 0, m2 = 0;
+  void merge(double nb, double mean_b, double m2_b) {
+    if (nb == 0) return;
+    const double total = n + nb, delta = mean_b - mean;
+    mean += delta * nb / total;
+    m2 += m2_b + delta * delta * n * nb / total;
+    n = total;
+  }
+  void merge(const SpanMoments& o) { merge(o.n, o.mean, o.m2); }
+};
+
+// The adaptive factor's sums are taken about one value per task (shifted data: its first
+// factor), so a span adds two numbers and the task's moments are formed once, at the end.
+struct TaskStats {
+  double w_sq = 0, g_sq = 0, u_sq = 0, gc_sq = 0, dist_sq = 0;
+  double q_n = 0, q_shift = 0, q_sum = 0, q_sum_sq = 0;
+  SpanMoments moments() const {
+    SpanMoments m;
+    if (q_n > 0) {
+      m.merge(q_n, q_shift + q_sum / q_n, std::max(q_sum_sq - q_sum * q_sum / q_n, 0.0));
+    }
+    return m;
+  }
+};
+
+// Elements per telemetry span: long enough that a span's horizontal sums cost little, short
+// enough that its buffer of denominators stays in L1 and its sums in the data type stay accurate.
+constexpr int64_t kStatSpan = 1024;
+
+// 1 / x lane by lane. On AVX the float reciprocal is the hardware estimate refined by one Newton
+// step (relative error about 2e-7, for telemetry's statistics only): the divider is the adaptive
+// step's bottleneck already (sqrt and two divisions per element), and a third division would add
+// a quarter to the step.
+template <typename T>
+inline Vec<T> reciprocal(const Vec<T>& x) {
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float>) {
+    const Vec<T> r = __builtin_ia32_rcpps256(x);
+    return r * (T(2) - x * r);
+  }
+#endif
+  return T(1) / x;
+}
+
+// Adds the adaptive factors q = 1 / den of one span (den holds the denominators the update
+// divided by) to the task's sums, about the task's first factor, in two accumulator pairs.
+template <typename T>
+inline void add_factors(TaskStats* st, const T* __restrict__ den, int64_t len) {
+  if (len == 0) return;
+  if (st->q_n == 0) st->q_shift = static_cast<double>(T(1) / den[0]);
+  const T shift = static_cast<T>(st->q_shift);
+  Vec<T> s0 = {}, s1 = {}, q0 = {}, q1 = {};
+  int64_t j = 0;
+  for (; j + 2 * kLanes<T> <= len; j += 2 * kLanes<T>) {
+    const Vec<T> x0 = reciprocal<T>(load<T>(den + j)) - shift;
+    const Vec<T> x1 = reciprocal<T>(load<T>(den + j + kLanes<T>)) - shift;
+    s0 += x0, s1 += x1, q0 += x0 * x0, q1 += x1 * x1;
+  }
+  double sum = lanes_total<T>(s0 + s1), sum_sq = lanes_total<T>(q0 + q1);
+  for (; j < len; ++j) {
+    const T x = T(1) / den[j] - shift;
+    sum += x, sum_sq += x * x;
+  }
+  st->q_n += static_cast<double>(len), st->q_sum += sum, st->q_sum_sq += sum_sq;
+}
+
+// Telemetry sums inside the update loops: `#pragma omp simd reduction` lets the compiler keep
+// each sum in its own vector register (it may reorder those sums, and only those: the update's
+// arithmetic is untouched, so the weights are bit-identical to the loop without them). Sums run
+// over one span at a time in the data type, then add into doubles. The adaptive factor's
+// denominators are kept for the span and summed after it (add_factors) about the task's first
+// factor (shifted data); tasks merge with Chan et al.'s rule, so its variance never comes from a
+// difference of two large sums.
+// The stats columns (stats.py's order) and the per-task sums folded into them in task order, so
+// the result is deterministic.
+enum Column { kWSq, kGSq, kUSq, kQN, kQMean, kQM2, kGcSq, kDistSq, kRatio, kColumns };
+
+double* stats_rows(const std::optional<Tensor>& stats, int64_t n) {
+  if (!stats.has_value()) return nullptr;
+  const Tensor& t = *stats;
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == at::kDouble &&
+                  t.dim() == 2 && t.size(0) == n && t.size(1) == kColumns,
+              "rangerlab fused: stats must be a contiguous float64 CPU tensor of shape (n, 9)");
+  return t.data_ptr<double>();
+}
+
+template <typename TaskList>
+void fold_stats(double* out, const TaskList& tasks, const std::vector<TaskStats>& per_task) {
+  if (out == nullptr) return;
+  std::vector<SpanMoments> q;
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    double* row = out + kColumns * tasks[t].index;
+    const TaskStats& s = per_task[t];
+    row[kWSq] += s.w_sq, row[kGSq] += s.g_sq, row[kUSq] += s.u_sq;
+    row[kGcSq] += s.gc_sq, row[kDistSq] += s.dist_sq;
+    if (s.q_n == 0) continue;
+    SpanMoments m{row[kQN], row[kQMean], row[kQM2]};
+    m.merge(s.moments());
+    row[kQN] = m.n, row[kQMean] = m.mean, row[kQM2] = m.m2;
+  }
+}
+
+// With kStats the loops below run span by span and keep what telemetry needs (the direction, the
+// adaptive factor, fast - slow) in short buffers that stay in L1, summed after each span; the
+// update itself is the same expression as without, so the weights are bit-identical.
+
+// The denominator of the adaptive factor q = 1 / (sqrt(v) / d + eps) of element j (the same
+// expression as the direction's, so the compiler computes it once).
+#define RANGERLAB_ADAM_DENOM(vj) (std::sqrt(vj) / d + eps)
+
 // One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps.
-template <typename T, bool kAdaptive, bool kSync, bool kSmall>
+template <typename T, bool kAdaptive, bool kSync, bool kSmall, bool kStats>
 void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
-              T* __restrict__ m, T* __restrict__ v, T* __restrict__ slow, int64_t len, T mean) {
+              T* __restrict__ m, T* __restrict__ v, T* __restrict__ slow, int64_t len, T mean,
+              TaskStats* st) {
   RANGERLAB_ADAM_LOCALS(s);
-  for (int64_t j = 0; j < len; ++j) {
-    RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
-    RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
-    w[j] = w[j] + neg_lr * u;
-    RANGERLAB_SYNC(w[j], slow[j]);
+  if constexpr (!kStats) {
+    for (int64_t j = 0; j < len; ++j) {
+      RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+      RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
+      w[j] = w[j] + neg_lr * u;
+      RANGERLAB_SYNC(w[j], slow[j]);
+    }
+  } else {
+    T den[kStatSpan];
+    for (int64_t b = 0; b < len; b += kStatSpan) {
+      const int64_t stop = std::min(len, b + kStatSpan);
+      T sw = 0, sg = 0, su = 0, sd = 0;
+#pragma omp simd reduction(+ : sw, sg, su)
+      for (int64_t j = b; j < stop; ++j) {
+        sw += w[j] * w[j];
+        sg += g[j] * g[j];
+        RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+        RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
+        su += u * u;
+        if constexpr (kAdaptive) den[j - b] = RANGERLAB_ADAM_DENOM(v[j]);
+        w[j] = w[j] + neg_lr * u;
+      }
+      if constexpr (kSync) {  // its own loop over the span, still in cache
+        sd = sync_with_distance(w, slow, b, stop, alpha, alpha_small);
+      }
+      st->w_sq += sw, st->g_sq += sg, st->u_sq += su, st->dist_sq += sd;
+      if constexpr (kAdaptive) add_factors(st, den, stop - b);
+    }
   }
 }
 
 // Trust-ratio pass 1: moments, and the squared norms of the direction and of the weights.
-template <typename T, bool kAdaptive, bool kSmall>
+template <typename T, bool kAdaptive, bool kSmall, bool kStats>
 void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __restrict__ g,
                     T* __restrict__ m, T* __restrict__ v, int64_t len, T mean, double& u_sq,
-                    double& w_sq) {
+                    double& w_sq, TaskStats* st) {
   RANGERLAB_ADAM_LOCALS(s);
   (void)alpha, (void)alpha_r, (void)alpha_small, (void)neg_lr;
   // Spans short enough that m, v, w and the directions stay in L1 between the loops.
-  T u[kSpan];
+  T u[kSpan], den[kSpan];
   for (int64_t b = 0; b < len; b += kSpan) {
     const int64_t stop = std::min(len, b + kSpan);
-    for (int64_t j = b; j < stop; ++j) {
-      RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
-      RANGERLAB_ADAM_DIRECTION(uj, w[j], m[j], v[j]);
-      u[j - b] = uj;
+    if constexpr (!kStats) {
+      for (int64_t j = b; j < stop; ++j) {
+        RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+        RANGERLAB_ADAM_DIRECTION(uj, w[j], m[j], v[j]);
+        u[j - b] = uj;
+      }
+    } else {
+      T sg = 0;
+#pragma omp simd reduction(+ : sg)
+      for (int64_t j = b; j < stop; ++j) {
+        sg += g[j] * g[j];
+        RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+        RANGERLAB_ADAM_DIRECTION(uj, w[j], m[j], v[j]);
+        u[j - b] = uj;
+        if constexpr (kAdaptive) den[j - b] = RANGERLAB_ADAM_DENOM(v[j]);
+      }
+      st->g_sq += sg;
+      if constexpr (kAdaptive) add_factors(st, den, stop - b);
     }
-    u_sq += span_sq(u, 0, stop - b);
+    u_sq += span_sq(u, 0, stop - b);  // the ratio's sums: the same with and without stats
     w_sq += span_sq(w, b, stop);
   }
 }
 
 // Trust-ratio pass 2: w -= lr * r * u from the stored moments, and the sync.
-template <typename T, bool kAdaptive, bool kSync>
+template <typename T, bool kAdaptive, bool kSync, bool kStats>
 void adam_apply_row(const AdamArgs<T>& s, T r, T* __restrict__ w, const T* __restrict__ m,
-                    const T* __restrict__ v, T* __restrict__ slow, int64_t len) {
+                    const T* __restrict__ v, T* __restrict__ slow, int64_t len, TaskStats* st) {
   RANGERLAB_ADAM_LOCALS(s);
   (void)b1w, (void)b1r, (void)b2, (void)b2w, (void)wd_in;
-  for (int64_t j = 0; j < len; ++j) {
-    RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
-    w[j] = w[j] + neg_lr * (u * r);
-    RANGERLAB_SYNC(w[j], slow[j]);
+  if constexpr (!(kStats && kSync)) {
+    for (int64_t j = 0; j < len; ++j) {
+      RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
+      w[j] = w[j] + neg_lr * (u * r);
+      RANGERLAB_SYNC(w[j], slow[j]);
+    }
+  } else {  // telemetry on a sync step: ||fast - slow|| before the sync
+    for (int64_t b = 0; b < len; b += kStatSpan) {
+      const int64_t stop = std::min(len, b + kStatSpan);
+      for (int64_t j = b; j < stop; ++j) {
+        RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
+        w[j] = w[j] + neg_lr * (u * r);
+      }
+      st->dist_sq += sync_with_distance(w, slow, b, stop, alpha, alpha_small);
+    }
   }
 }
 
@@ -272,21 +464,24 @@ AdamArgs<T> adam_args(const AdamConfig& c, double a, double d, int64_t adaptive,
   return s;
 }
 
-// One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps.
+// One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps. With `stats`
+// (telemetry) every column but the ratio is filled in the same pass.
 void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                at::TensorList exp_avg_sqs, at::TensorList slows, at::ArrayRef<double> a,
                at::ArrayRef<double> d, at::ArrayRef<int64_t> adaptive, double lr, double beta1,
                double beta2, double eps, double weight_decay, bool decoupled, bool gc, bool sync,
-               double alpha) {
+               double alpha, const std::optional<Tensor>& stats) {
   const int64_t n = params.size();
   check_lists({grads, exp_avgs, exp_avg_sqs}, n);
   if (sync) check_lists({slows}, n);
+  double* out = stats_rows(stats, n);
   if (n == 0) return;
   const auto tasks = make_tasks(params, gc);
+  std::vector<TaskStats> per_task(out != nullptr ? tasks.size() : 0);
   const AdamConfig c{beta1, beta2, eps, weight_decay, decoupled};
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_adam_step", [&] {
     using T = scalar_t;
-    run(tasks, [&](int64_t, const Task& task) {
+    run(tasks, [&](int64_t t, const Task& task) {
       const int64_t i = task.index;
       const AdamArgs<T> s = adam_args<T>(c, a[i], d[i], adaptive[i], lr, sync, alpha);
       T* w = params[i].data_ptr<T>();
@@ -294,29 +489,38 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
       T* m = exp_avgs[i].data_ptr<T>();
       T* v = exp_avg_sqs[i].data_ptr<T>();
       T* slow = sync ? slows[i].data_ptr<T>() : nullptr;
-      with_flags(s.adaptive, s.sync, s.b1_small, [&](auto A, auto S, auto B) {
-        for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
-          adam_row<T, A(), S(), B()>(s, w + b, g + b, m + b, v + b, slow ? slow + b : nullptr,
-                                     len, mean);
-        });
-      });
+      TaskStats* st = out != nullptr ? &per_task[t] : nullptr;
+      with_flags(
+          [&](auto A, auto S, auto B, auto R) {
+            for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+              if constexpr (R()) st->gc_sq += static_cast<double>(len) * mean * mean;
+              adam_row<T, A(), S(), B(), R()>(s, w + b, g + b, m + b, v + b,
+                                              slow ? slow + b : nullptr, len, mean, st);
+            });
+          },
+          s.adaptive, s.sync, s.b1_small, st != nullptr);
     });
   });
+  fold_stats(out, tasks, per_task);
 }
 
 // Trust-ratio pass 1 (LAMB, Ranger-LARS): the moments, and per tensor the squared norms of the
 // weights and of the direction, returned as a float64 (n, 2) tensor. The caller turns them into
-// ratios (lamb_ratio), summing them over ranks first for sharded tensors.
+// ratios (lamb_ratio), summing them over ranks first for sharded tensors. With `stats`
+// (telemetry) it also fills g_sq, the adaptive factor's moments and gc_sq, and copies the two
+// norms (the caller scales u_sq by the ratio squared).
 Tensor adam_trust_norms(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                         at::TensorList exp_avg_sqs, at::ArrayRef<double> a, at::ArrayRef<double> d,
                         at::ArrayRef<int64_t> adaptive, double beta1, double beta2, double eps,
-                        double weight_decay, bool decoupled, bool gc) {
+                        double weight_decay, bool decoupled, bool gc,
+                        const std::optional<Tensor>& stats) {
   const int64_t n = params.size();
   check_lists({grads, exp_avgs, exp_avg_sqs}, n);
-  Tensor out = at::zeros({n, 2}, at::kDouble);
-  if (n == 0) return out;
+  Tensor result = at::zeros({n, 2}, at::kDouble);
+  double* out = stats_rows(stats, n);
+  if (n == 0) return result;
   const auto tasks = make_tasks(params, gc);
-  std::vector<double> u_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0);
+  std::vector<TaskStats> per_task(tasks.size());
   const AdamConfig c{beta1, beta2, eps, weight_decay, decoupled};
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_adam_trust_norms", [&] {
     using T = scalar_t;
@@ -327,48 +531,62 @@ Tensor adam_trust_norms(at::TensorList params, at::TensorList grads, at::TensorL
       const T* g = grads[i].data_ptr<T>();
       T* m = exp_avgs[i].data_ptr<T>();
       T* v = exp_avg_sqs[i].data_ptr<T>();
-      with_flags(s.adaptive, s.b1_small, false, [&](auto A, auto B, auto) {
-        for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
-          adam_norms_row<T, A(), B()>(s, w + b, g + b, m + b, v + b, len, mean, u_sq[t],
-                                      w_sq[t]);
-        });
-      });
+      TaskStats* st = &per_task[t];
+      with_flags(
+          [&](auto A, auto B, auto R) {
+            for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+              if constexpr (R()) st->gc_sq += static_cast<double>(len) * mean * mean;
+              adam_norms_row<T, A(), B(), R()>(s, w + b, g + b, m + b, v + b, len, mean,
+                                               st->u_sq, st->w_sq, st);
+            });
+          },
+          s.adaptive, s.b1_small, out != nullptr);
     });
   });
   // Task order is fixed, so the sums are deterministic.
-  double* o = out.data_ptr<double>();
+  double* o = result.data_ptr<double>();
   for (size_t t = 0; t < tasks.size(); ++t) {
-    o[2 * tasks[t].index] += w_sq[t];
-    o[2 * tasks[t].index + 1] += u_sq[t];
+    o[2 * tasks[t].index] += per_task[t].w_sq;
+    o[2 * tasks[t].index + 1] += per_task[t].u_sq;
   }
-  return out;
+  fold_stats(out, tasks, per_task);
+  return result;
 }
 
-// Trust-ratio pass 2: w -= lr * r_i * u from the stored moments, and the sync.
+// Trust-ratio pass 2: w -= lr * r_i * u from the stored moments, and the sync. With `stats`
+// (telemetry) it adds dist_sq on a sync step.
 void adam_trust_apply(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                       at::TensorList slows, at::ArrayRef<double> a, at::ArrayRef<double> d,
                       at::ArrayRef<int64_t> adaptive, at::ArrayRef<double> ratios, double lr,
-                      double eps, double weight_decay, bool decoupled, bool sync, double alpha) {
+                      double eps, double weight_decay, bool decoupled, bool sync, double alpha,
+                      const std::optional<Tensor>& stats) {
   const int64_t n = params.size();
   check_lists({exp_avgs, exp_avg_sqs}, n);
   if (sync) check_lists({slows}, n);
+  double* out = stats_rows(stats, n);
   if (n == 0) return;
   const auto tasks = make_tasks(params, false);
+  std::vector<TaskStats> per_task(out != nullptr ? tasks.size() : 0);
   const AdamConfig c{0.0, 0.0, eps, weight_decay, decoupled};
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_adam_trust_apply", [&] {
     using T = scalar_t;
-    run(tasks, [&](int64_t, const Task& task) {
+    run(tasks, [&](int64_t t, const Task& task) {
       const int64_t i = task.index;
       T* slow = sync ? slows[i].data_ptr<T>() : nullptr;
       const AdamArgs<T> s = adam_args<T>(c, a[i], d[i], adaptive[i], lr, sync, alpha);
-      with_flags(s.adaptive, s.sync, false, [&](auto A, auto S, auto) {
-        adam_apply_row<T, A(), S()>(s, T(ratios[i]), params[i].data_ptr<T>() + task.begin,
-                                    exp_avgs[i].data_ptr<T>() + task.begin,
-                                    exp_avg_sqs[i].data_ptr<T>() + task.begin,
-                                    slow ? slow + task.begin : nullptr, task.end - task.begin);
-      });
+      TaskStats* st = out != nullptr ? &per_task[t] : nullptr;
+      with_flags(
+          [&](auto A, auto S, auto R) {
+            adam_apply_row<T, A(), S(), R()>(s, T(ratios[i]), params[i].data_ptr<T>() + task.begin,
+                                             exp_avgs[i].data_ptr<T>() + task.begin,
+                                             exp_avg_sqs[i].data_ptr<T>() + task.begin,
+                                             slow ? slow + task.begin : nullptr,
+                                             task.end - task.begin, st);
+          },
+          s.adaptive, s.sync, st != nullptr);
     });
   });
+  fold_stats(out, tasks, per_task);
 }
 
 template <typename T>
@@ -379,18 +597,37 @@ struct SgdArgs {
 
 // d = r * (g - mean + wd * w); torch-SGD momentum; w -= lr * (v or d + mu v). Decay that is
 // off is a 0 factor and a missing trust ratio a factor 1, both exact.
-template <typename T, bool kMomentum, bool kFirst, bool kNesterov>
+template <typename T, bool kMomentum, bool kFirst, bool kNesterov, bool kStats>
 void sgd_row(const SgdArgs<T>& s, T* __restrict__ w, const T* __restrict__ g, T* __restrict__ v,
-             int64_t len, T mean) {
+             int64_t len, T mean, TaskStats* st) {
   const T wd = s.decay ? s.wd : T(0), mu = s.mu, keep = s.keep, neg_lr = s.neg_lr, r = s.r;
-  for (int64_t j = 0; j < len; ++j) {
-    T dj = ((g[j] - mean) + wd * w[j]) * r;
-    if constexpr (kMomentum) {
-      v[j] = kFirst ? dj : v[j] * mu + keep * dj;
-      dj = kNesterov ? dj + mu * v[j] : v[j];
-    }
-    w[j] = w[j] + neg_lr * dj;
+#define RANGERLAB_SGD_DIRECTION(j)                   \
+  T dj = ((g[j] - mean) + wd * w[j]) * r;            \
+  if constexpr (kMomentum) {                         \
+    v[j] = kFirst ? dj : v[j] * mu + keep * dj;      \
+    dj = kNesterov ? dj + mu * v[j] : v[j];          \
   }
+  if constexpr (!kStats) {
+    for (int64_t j = 0; j < len; ++j) {
+      RANGERLAB_SGD_DIRECTION(j);
+      w[j] = w[j] + neg_lr * dj;
+    }
+  } else {
+    for (int64_t b = 0; b < len; b += kStatSpan) {
+      const int64_t stop = std::min(len, b + kStatSpan);
+      T sw = 0, sg = 0, su = 0;
+#pragma omp simd reduction(+ : sw, sg, su)
+      for (int64_t j = b; j < stop; ++j) {
+        sw += w[j] * w[j];
+        sg += g[j] * g[j];
+        RANGERLAB_SGD_DIRECTION(j);
+        su += dj * dj;
+        w[j] = w[j] + neg_lr * dj;
+      }
+      st->w_sq += sw, st->g_sq += sg, st->u_sq += su;
+    }
+  }
+#undef RANGERLAB_SGD_DIRECTION
 }
 
 // Both squared norms in one sweep (two streams in one loop, read once each), in the same short
@@ -447,21 +684,25 @@ Tensor sgd_trust_norms(at::TensorList params, at::TensorList grads, bool gc) {
 
 // SGD and LARS/LARC: d = r_i * (g + wd * w), torch-SGD momentum, w -= lr * (v or d + mu v).
 // fresh_i marks a momentum buffer that is written for the first time (v = d); `ratios` holds
-// the trust ratios (empty: no ratio).
+// the trust ratios (empty: no ratio). With `stats` (telemetry) every column but the ratio is
+// filled in the same pass.
 void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
               at::ArrayRef<int64_t> fresh, at::ArrayRef<double> ratios, double lr,
-              double momentum, double dampening, double weight_decay, bool nesterov, bool gc) {
+              double momentum, double dampening, double weight_decay, bool nesterov, bool gc,
+              const std::optional<Tensor>& stats) {
   const int64_t n = params.size();
   check_lists({grads}, n);
   const bool has_momentum = momentum != 0;
   if (has_momentum) check_lists({bufs}, n);
   TORCH_CHECK(ratios.empty() || static_cast<int64_t>(ratios.size()) == n,
               "rangerlab fused: list lengths differ");
+  double* out = stats_rows(stats, n);
   if (n == 0) return;
   const auto tasks = make_tasks(params, gc);
+  std::vector<TaskStats> per_task(out != nullptr ? tasks.size() : 0);
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_sgd_step", [&] {
     using T = scalar_t;
-    run(tasks, [&](int64_t, const Task& task) {
+    run(tasks, [&](int64_t t, const Task& task) {
       const int64_t i = task.index;
       SgdArgs<T> s;
       s.wd = T(weight_decay), s.mu = T(momentum), s.keep = T(1 - dampening), s.neg_lr = T(-lr);
@@ -470,13 +711,19 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
       T* w = params[i].data_ptr<T>();
       const T* g = grads[i].data_ptr<T>();
       T* v = has_momentum ? bufs[i].data_ptr<T>() : nullptr;
-      with_flags(s.momentum, s.first, s.nesterov, [&](auto M, auto F, auto N) {
-        for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
-          sgd_row<T, M(), F(), N()>(s, w + b, g + b, v ? v + b : nullptr, len, mean);
-        });
-      });
+      TaskStats* st = out != nullptr ? &per_task[t] : nullptr;
+      with_flags(
+          [&](auto M, auto F, auto N, auto R) {
+            for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+              if constexpr (R()) st->gc_sq += static_cast<double>(len) * mean * mean;
+              sgd_row<T, M(), F(), N(), R()>(s, w + b, g + b, v ? v + b : nullptr, len, mean,
+                                             st);
+            });
+          },
+          s.momentum, s.first, s.nesterov, st != nullptr);
     });
   });
+  fold_stats(out, tasks, per_task);
 }
 
 }  // namespace
@@ -486,20 +733,22 @@ TORCH_LIBRARY(rangerlab_fused, m) {
       "adam_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] slows, float[] a, float[] d, int[] adaptive, "
       "float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled, "
-      "bool gc, bool sync, float alpha) -> ()");
+      "bool gc, bool sync, float alpha, Tensor(s!)? stats=None) -> ()");
   m.def(
       "adam_trust_norms(Tensor[] params, Tensor[] grads, Tensor(a!)[] exp_avgs, "
       "Tensor(b!)[] exp_avg_sqs, float[] a, float[] d, int[] adaptive, float beta1, "
-      "float beta2, float eps, float weight_decay, bool decoupled, bool gc) -> Tensor");
+      "float beta2, float eps, float weight_decay, bool decoupled, bool gc, "
+      "Tensor(s!)? stats=None) -> Tensor");
   m.def(
       "adam_trust_apply(Tensor(a!)[] params, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, "
       "Tensor(b!)[] slows, float[] a, float[] d, int[] adaptive, float[] ratios, float lr, "
-      "float eps, float weight_decay, bool decoupled, bool sync, float alpha) -> ()");
+      "float eps, float weight_decay, bool decoupled, bool sync, float alpha, "
+      "Tensor(s!)? stats=None) -> ()");
   m.def("sgd_trust_norms(Tensor[] params, Tensor[] grads, bool gc) -> Tensor");
   m.def(
       "sgd_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] bufs, int[] fresh, "
       "float[] ratios, float lr, float momentum, float dampening, float weight_decay, "
-      "bool nesterov, bool gc) -> ()");
+      "bool nesterov, bool gc, Tensor(s!)? stats=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(rangerlab_fused, CPU, m) {

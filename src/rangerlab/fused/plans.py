@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -29,6 +29,7 @@ from ..transforms.radam import ScaleByRAdam, radam_scalars
 from ..transforms.trust_ratio import ScaleByLARS, ScaleByTrustRatio, lamb_ratio, lars_ratio
 from ..transforms.weight_decay import AddDecayedWeights
 from . import _build
+from .stats import RATIO, U_SQ
 
 #: The group settings the kernels read for each link type. A link declaring anything else
 #: (a subclass or an instance with more hyperparameters) has no kernel.
@@ -70,6 +71,9 @@ class FusedKernel:
     centralize: bool = False
     lookahead: bool = False
 
+    #: The kernels fill a telemetry stats tensor in their own passes (`rangerlab.fused.stats`).
+    records: ClassVar[bool] = True
+
     # -- what every path shares: the settings and per-step scalars, from their owners ----------
 
     def scalars(self, step, beta1: float, beta2: float):
@@ -110,11 +114,14 @@ class FusedKernel:
         states: list[dict[str, Any]],
         steps: list[int],
         reduce_norms: NormReducer | None = None,
+        stats: Tensor | None = None,
     ) -> None:
         """Update ``weights`` (and the state) in place for one bucket, as the chain would.
 
         ``reduce_norms`` sums the squared norms of sharded tensors over the ranks (one call per
-        bucket) before the trust ratios are taken from them.
+        bucket) before the trust ratios are taken from them. ``stats`` (telemetry: a zeroed
+        ``(n, 9)`` float64 tensor from `rangerlab.fused.stats.new_stats`) is filled in the same
+        passes; the update is then bit-identical to one without it.
         """
         grads = [
             g.to(w.dtype).contiguous() if g.dtype != w.dtype else g.contiguous()
@@ -122,9 +129,9 @@ class FusedKernel:
         ]
         ops = _build.load()
         if self.family == "sgd":
-            self._sgd(ops, group, weights, grads, states, reduce_norms)
+            self._sgd(ops, group, weights, grads, states, reduce_norms, stats)
         else:
-            self._adam(ops, group, weights, grads, states, steps, reduce_norms)
+            self._adam(ops, group, weights, grads, states, steps, reduce_norms, stats)
 
     def _trust_ratios(self, group, sq_norms: Tensor, reduce_norms) -> list[float]:
         if reduce_norms is not None:
@@ -133,7 +140,7 @@ class FusedKernel:
         owner = lars_ratio if self.family == "sgd" else lamb_ratio
         return [owner(math.sqrt(w), math.sqrt(x), group) for w, x in sq_norms.tolist()]
 
-    def _adam(self, ops, group, weights, grads, states, steps, reduce_norms) -> None:
+    def _adam(self, ops, group, weights, grads, states, steps, reduce_norms, stats) -> None:
         beta1, beta2 = group["betas"]
         per_step = {t: self.scalars(t, beta1, beta2) for t in set(steps)}
         a, d, adaptive = ([per_step[t][i] for t in steps] for i in range(3))
@@ -149,20 +156,26 @@ class FusedKernel:
             ops.adam_step(
                 weights, grads, exp_avgs, exp_avg_sqs, slows, a, d, adaptive,
                 lr, float(beta1), float(beta2), eps, weight_decay, decoupled, gc, sync, alpha,
+                stats,
             )  # fmt: skip
             return
         for b in _batches(weights, reduce_norms):
+            rows = None if stats is None else stats[b]
             sq_norms = ops.adam_trust_norms(
                 weights[b], grads[b], exp_avgs[b], exp_avg_sqs[b], a[b], d[b], adaptive[b],
-                float(beta1), float(beta2), eps, weight_decay, decoupled, gc,
+                float(beta1), float(beta2), eps, weight_decay, decoupled, gc, rows,
             )  # fmt: skip
             ratios = self._trust_ratios(group, sq_norms, reduce_norms)
             ops.adam_trust_apply(
                 weights[b], exp_avgs[b], exp_avg_sqs[b], slows[b], a[b], d[b], adaptive[b],
-                ratios, lr, eps, weight_decay, decoupled, sync, alpha,
+                ratios, lr, eps, weight_decay, decoupled, sync, alpha, rows,
             )  # fmt: skip
+            if rows is not None:  # the kernel summed the direction before the ratio scaled it
+                applied = torch.tensor(ratios, dtype=torch.float64)
+                rows[:, RATIO] = applied
+                rows[:, U_SQ] *= applied.square()
 
-    def _sgd(self, ops, group, weights, grads, states, reduce_norms) -> None:
+    def _sgd(self, ops, group, weights, grads, states, reduce_norms, stats) -> None:
         momentum = float(group["momentum"]) if self.momentum else 0.0
         fresh = []
         if momentum != 0:
@@ -177,6 +190,9 @@ class FusedKernel:
             if trust:
                 sq_norms = ops.sgd_trust_norms(weights[b], grads[b], gc)
                 ratios = self._trust_ratios(group, sq_norms, reduce_norms)
+            rows = None if stats is None else stats[b]
+            if rows is not None and ratios:
+                rows[:, RATIO] = torch.tensor(ratios, dtype=torch.float64)
             ops.sgd_step(
                 weights[b],
                 grads[b],
@@ -189,6 +205,7 @@ class FusedKernel:
                 self.weight_decay(group),
                 bool(group["nesterov"]) if momentum else False,
                 gc,
+                rows,
             )
 
 

@@ -46,6 +46,10 @@ def local_tensors(weights: list[Tensor]) -> list[Tensor]:
 class ShardedStep:
     """Runs a fused kernel (CPU or Triton) on the local shards of ``Shard(0)`` DTensors."""
 
+    #: Telemetry's per-tensor sums would need summing over the ranks: recorded steps of sharded
+    #: buckets take the reference path instead.
+    records = False
+
     def __init__(self, inner):
         self.inner = inner
         self.device_steps = getattr(inner, "device_steps", False)

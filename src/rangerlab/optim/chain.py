@@ -168,8 +168,6 @@ class Chain(Optimizer):
         else:
             transforms = tuple(self._transforms(group))
             _check_transforms(transforms)
-        if telemetry.due(self, group):  # telemetry hook: recording links around the chain
-            return telemetry.probed(self, group, transforms)
         return transforms
 
     def telemetry(self, reset: bool = True) -> dict[str, float]:
@@ -220,12 +218,14 @@ class Chain(Optimizer):
         if self.last_step_skipped:
             self._skip()
             return loss
-        for group, params in work:
+        for index, (group, params) in enumerate(work):
             transforms = self.chain_for(group)
+            # telemetry hook: this group records this step (names for its tensors)
+            names = telemetry.names_by_param(self, index) if telemetry.due(self, group) else None
             for t in transforms:
                 t.begin_step(group)
             for bucket in _buckets(params):
-                self._step_bucket(group, transforms, bucket, control)
+                self._step_bucket(group, transforms, bucket, control, names)
             if control.found_inf is not None:
                 for t in transforms:
                     t.skip_step(group, control.found_inf)
@@ -237,11 +237,23 @@ class Chain(Optimizer):
         transforms: Sequence[Transform],
         params: list,
         control: fused.StepControl = fused.NO_CONTROL,
+        names: dict[int, str] | None = None,
     ) -> None:
         real = (
             [torch.view_as_real(p.detach()) for p in params] if params[0].is_complex() else params
         )
         kernel = fused.select(group, transforms, real)
+        stats = None
+        if names is not None:  # telemetry: the kernel fills the stats, or the probes record
+            if kernel is not None and not getattr(kernel, "records", False):
+                if group["fused"]:
+                    raise ValueError(
+                        "fused=True with telemetry: the fused step of FSDP2 shards does not "
+                        "record; use fused=None (telemetry steps then take the reference path)"
+                    )
+                kernel = None
+            if kernel is None:
+                transforms = telemetry.probed(self, group, transforms)
         on_device = getattr(kernel, "device_steps", False)
         if not on_device and control.found_inf is not None and bool(control.found_inf.item()):
             return  # GradScaler found inf/NaN: this bucket changes nothing (decided on the host)
@@ -282,16 +294,24 @@ class Chain(Optimizer):
                 complex_views.grads,
                 complex_views.states,
             )
+        if names is not None and kernel is not None:
+            stats = fused.new_stats(len(weights), weights[0].device)
         if on_device:  # the Triton step counts steps and takes GradScaler's tensors itself
-            kernel(group, weights, grads, states, control)
+            kernel(group, weights, grads, states, control, stats=stats)
+            steps = [s["step"] for s in states] if stats is not None else []
         else:
             step_counters = [s["step"] for s in states]
             torch._foreach_add_(step_counters, 1.0)
             steps = [int(t) for t in torch.stack(step_counters).tolist()]
             if kernel is not None:
-                kernel(group, weights, grads, states, steps)
+                kernel(group, weights, grads, states, steps, stats=stats)
             else:
                 self._reference_step(group, transforms, params, weights, grads, states, steps)
+        if stats is not None:
+            if steps and isinstance(steps[0], torch.Tensor):
+                steps = torch.stack([t.reshape(()) for t in steps])
+            bucket_names = [names[id(p)] for p in params]
+            telemetry.record_stats(self, group, kernel, bucket_names, weights, stats, steps)
         if complex_views is not None:
             complex_views.commit()
         elif weights is not params and not direct:
