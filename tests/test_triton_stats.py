@@ -29,7 +29,7 @@ triton = pytest.importorskip("triton")
 import rangerlab  # noqa: E402
 from rangerlab import fused  # noqa: E402
 from rangerlab.fused import triton_plan  # noqa: E402
-from rangerlab.fused.stats import RATIO, STATS_COLUMNS, new_stats  # noqa: E402
+from rangerlab.fused.stats import STATS_COLUMNS, new_stats  # noqa: E402
 from rangerlab.transforms.trust_ratio import lamb_ratio, lars_ratio  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -40,10 +40,12 @@ pytestmark = pytest.mark.skipif(
     reason="neither triton's interpreter nor a GPU",
 )
 
-# A 0-d scalar, an empty tensor, a bias, a 4-D conv weight (GC rows of 18), a matrix of 360
-# elements (GC rows of 40) that spans three programs of `CHUNK` elements.
-SHAPES = [(), (0,), (7,), (4, 2, 3, 3), (9, 40)]
-CHUNK = 128
+# A 0-d scalar, an empty tensor, a bias, a 4-D conv weight (GC rows of 18), a matrix that spans
+# three programs of `CHUNK` elements (GC rows of 70: two column tiles each), and one whose 40 GC
+# rows of 3 fill three row tiles of one program. A program's partial sums and q moments are then
+# combined over tiles, over row lanes and over programs.
+SHAPES = [(), (0,), (7,), (4, 2, 3, 3), (20, 70), (40, 3)]
+CHUNK = 512
 STEPS = 2  # a momentum buffer's first step and a later one
 RADAM_STEPS = 6  # RAdam's first adaptive step is the 6th (Ranger's Lookahead syncs on the way)
 RTOL = 1e-5
@@ -60,21 +62,47 @@ CASES = [
     _case("adam", rangerlab.Adam, lr=0.05),
     _case("adam-l2-gc", rangerlab.Adam, lr=0.05, weight_decay=0.1, gc=True),
     _case("adamw", rangerlab.Adam, lr=0.05, weight_decay=0.1, decoupled_weight_decay=True),
-    _case("radam-decoupled-gc", rangerlab.RAdam, lr=0.05, weight_decay=0.1, gc=True,
-          decoupled_weight_decay=True, second=dict(gc=False)),  # fmt: skip
-    _case("ranger-k2", rangerlab.Ranger, lr=0.1, weight_decay=0.1, k=2, alpha=0.6,
-          second=dict(gc=False, alpha=0.3)),  # fmt: skip
-    _case("lamb-gc", rangerlab.LAMB, lr=0.05, weight_decay=0.1, gc=True),
-    _case("ranger-lars-k3", rangerlab.RangerLARS, lr=0.1, k=3, max_weight_norm=2.0,
-          second=dict(trust_ratio=False, alpha=0.3)),
+    _case(
+        "radam-decoupled-gc",
+        rangerlab.RAdam,
+        lr=0.05,
+        weight_decay=0.1,
+        gc=True,
+        decoupled_weight_decay=True,
+        second=dict(gc=False),
+    ),
+    _case(
+        "ranger-k2",
+        rangerlab.Ranger,
+        lr=0.1,
+        weight_decay=0.1,
+        k=2,
+        alpha=0.6,
+        second=dict(gc=False, alpha=0.3),
+    ),
+    _case("lamb-gc", rangerlab.LAMB, lr=0.05, weight_decay=0.1, gc=True, second=dict(gc=False)),
+    _case(
+        "ranger-lars-k3",
+        rangerlab.RangerLARS,
+        lr=0.1,
+        k=3,
+        max_weight_norm=2.0,
+        second=dict(trust_ratio=False, alpha=0.3),
+    ),
     _case("sgd", rangerlab.SGD, lr=0.1),
     _case("sgd-momentum-gc", rangerlab.SGD, lr=0.1, momentum=0.9, dampening=0.3, gc=True),
-    _case("sgd-nesterov-wd", rangerlab.SGD, lr=0.1, momentum=0.9, nesterov=True,
-          weight_decay=0.01),  # fmt: skip
-    _case("lars-momentum-gc", rangerlab.LARS, lr=0.5, momentum=0.9, trust_coefficient=0.02,
-          gc=True, weight_decay=1e-3, second=dict(trust_ratio=False)),  # fmt: skip
-    _case("larc-clip", rangerlab.LARS, lr=0.5, clip=True, trust_coefficient=0.5,
-          weight_decay=1e-2),  # fmt: skip
+    _case("sgd-nesterov-wd", rangerlab.SGD, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    _case(
+        "lars-momentum-gc",
+        rangerlab.LARS,
+        lr=0.5,
+        momentum=0.9,
+        trust_coefficient=0.02,
+        gc=True,
+        weight_decay=1e-3,
+        second=dict(trust_ratio=False),
+    ),
+    _case("larc-clip", rangerlab.LARS, lr=0.5, clip=True, trust_coefficient=0.5, weight_decay=1e-2),
 ]
 
 
@@ -134,9 +162,7 @@ def _run(cls, kwargs, monkeypatch, with_stats, dtype=torch.float32, steps=STEPS,
     does (``(scale, found_inf)``); ``second``: a second param group's settings."""
     log = _record(monkeypatch, with_stats)
     gen = torch.Generator().manual_seed(0)
-    params = [
-        torch.nn.Parameter(torch.randn(s, generator=gen).to(DEVICE, dtype)) for s in SHAPES
-    ]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen).to(DEVICE, dtype)) for s in SHAPES]
     groups = [{"params": params}]
     if second is not None:
         groups = [{"params": params[:-2]}, {"params": params[-2:], **second}]

@@ -22,9 +22,11 @@ Telemetry (`rangerlab.fused.stats`): the ``*_stats_kernel`` entry points run the
 ``STATS`` set and write per-task float32 partials ``(T, 8)`` (the first eight stats columns: w_sq,
 g_sq, u_sq, q count, q mean, q M2, gc_sq, dist_sq); `segment_stats` combines them per tensor in
 task order in float64. The adaptive factor's spread is kept as count, mean and sum of squared
-deviations (Chan et al.'s pairwise combination): per row lane over tiles, then over the lanes,
-then over the tasks, so no float32 sum of squares is ever differenced. Without ``STATS`` the
-entry points compile to exactly the kernels without telemetry (``adam_kernel``, ``sgd_kernel``).
+deviations, combined pairwise (Chan, Golub and LeVeque, "Algorithms for computing the sample
+variance", The American Statistician 37(3), 1983): per row lane over tiles, then over the lanes,
+then over the tasks, so no float32 sum of squares is ever differenced. ``adam_kernel`` and
+``sgd_kernel`` run the same pass bodies with ``STATS`` off and compile to the same machine code
+as before telemetry existed (PTX compared for sm_90).
 
 Offsets are int64 throughout (a 32-bit ``pid * BLOCK`` overflows past 2^31 elements). One launch
 per pass per bucket: the grid is the task count. Norms for trust ratios are written as per-task
@@ -120,7 +122,9 @@ def _adam_direction(m, v, w, a, d, adaptive, eps, wd_out):
 
 @triton.jit
 def _chan(n, mean, m2, count, tile_mean, tile_m2):
-    """Count, mean and M2 of two parts combined (Chan, Golub and LeVeque's pairwise rule)."""
+    """Count, mean and M2 of two parts combined: ``delta = mean_b - mean_a``, ``n = n_a + n_b``,
+    ``mean = mean_a + delta n_b / n``, ``M2 = M2_a + M2_b + delta^2 n_a n_b / n`` (Chan, Golub and
+    LeVeque 1983); an empty part changes nothing."""
     total = n + count
     frac = count / tl.maximum(total, 1.0)
     delta = tile_mean - mean
@@ -301,7 +305,8 @@ def sgd_stats_kernel(
     ``stats`` ``(T, 8)``; the norms pass (MODE 1) adds nothing."""
     _sgd_pass(ptrs, n, info, tasks, ratios, partials, ctl, stats,
               lr, momentum, dampening, weight_decay,
-              W_DTYPE, G_DTYPE, MODE, GC, MOMENTUM, NESTEROV, TRUST, MODE == 0, ROWS, COLS)  # fmt: skip
+              W_DTYPE, G_DTYPE, MODE, GC, MOMENTUM, NESTEROV, TRUST, MODE == 0,
+              ROWS, COLS)  # fmt: skip
 
 
 @triton.jit
