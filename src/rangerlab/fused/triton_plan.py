@@ -9,6 +9,11 @@ set ``found_inf`` masks the kernels off and the counters are taken back on the d
 Tables: per-tensor sizes and the task list depend only on the shapes (and the GC and
 first-momentum-step flags) and are cached; the pointer table is rebuilt when a tensor moves (new
 gradients each step do), and reaches a GPU by a pinned, non-blocking copy (no synchronisation).
+
+Telemetry: given a ``stats`` tensor (`rangerlab.fused.stats`), the same passes run as the
+kernels' ``*_stats_kernel`` variants, which also write per-task partials; one more launch
+(`triton_kernels.segment_stats`) combines them per tensor into ``stats``, and the trust ratios
+are copied into its ``ratio`` column on the device. Nothing is read back to the host.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..transforms.momentum import first_step
 from . import triton_kernels as tk
 from .amp import StepControl
 from .plans import FusedKernel, NormReducer
+from .stats import RATIO, STATS_COLUMNS
 
 ROWS, COLS = 16, 64  # a program's tile: ROWS rows of COLS columns
 #: Elements per program (whole rows): about torch's multi-tensor chunk.
@@ -165,6 +171,7 @@ class TritonStep:
 
     device_steps = True  # the step counters are advanced here, on the device
     direct_low_precision = True  # bf16/fp16 weights are read and written as they are
+    records = True  # fills a telemetry ``stats`` tensor within its passes
 
     def __init__(self, kernel: FusedKernel):
         self.kernel = kernel
@@ -183,9 +190,31 @@ class TritonStep:
         states: list[dict[str, Any]],
         control: StepControl,
         reduce_norms: NormReducer | None = None,
+        stats: Tensor | None = None,
     ) -> None:
-        """Update ``weights`` and the state in place, as the chain would, for one step."""
+        """Update ``weights`` and the state in place, as the chain would, for one step.
+
+        Args:
+            group: the param group.
+            weights, grads, states: the bucket's tensors (one device and dtype) and their state.
+            control: GradScaler's ``grad_scale`` and ``found_inf`` (tensors on the device).
+            reduce_norms: sums the trust ratios' squared norms over ranks (FSDP2), in place.
+            stats: None, or a float64 ``(len(weights), 9)`` tensor on the weights' device made by
+                `rangerlab.fused.stats.new_stats`, filled with the step's telemetry (columns in
+                `rangerlab.fused.stats`), computed in fp32 in the same passes, without a host
+                synchronisation. The weights and state are updated exactly as without it. On a
+                step that GradScaler skips its contents are meaningless (the caller drops them).
+        """
         k, device = self.kernel, weights[0].device
+        if stats is not None and (
+            stats.shape != (len(weights), len(STATS_COLUMNS))
+            or stats.dtype != torch.float64
+            or stats.device != device
+        ):
+            raise ValueError(
+                f"stats must be float64 of shape ({len(weights)}, {len(STATS_COLUMNS)}) on "
+                f"{device}, got {stats.dtype} {tuple(stats.shape)} on {stats.device}"
+            )
         found_inf = control.found_inf
         fresh = [False] * len(weights)
         if k.family == "sgd" and k.momentum and float(group["momentum"]) != 0:
@@ -226,10 +255,25 @@ class TritonStep:
                 COLS=COLS,
             )
             run = self._adam if k.family == "adam" else self._sgd
-            run(group, weights, grads, states, steps, info, tasks, bounds, count, ctl,
-                common, reduce_norms)  # fmt: skip
+            parts = None
+            if stats is not None:  # every column written by one of the step's passes
+                parts = torch.empty((count, RATIO), dtype=torch.float32, device=device)
+            ratios = run(group, weights, grads, states, steps, info, tasks, bounds, count, ctl,
+                         common, reduce_norms, parts)  # fmt: skip
+            if stats is not None:
+                self._stats(parts, bounds, stats)
+                if ratios is not None:
+                    stats[:, RATIO] = ratios
         if found_inf is not None:
             steps.sub_(found_inf.to(device=device, dtype=torch.float32).reshape(()))
+
+    @staticmethod
+    def _stats(parts: Tensor, bounds: Tensor, stats: Tensor) -> None:
+        """Per tensor, the tasks' partials combined into ``stats`` (columns before ``ratio``)."""
+        out = stats if stats.is_contiguous() else stats.contiguous()
+        tk.segment_stats[(len(stats),)](parts, bounds, out)
+        if out is not stats:
+            stats.copy_(out)
 
     def _norms(self, group, partials, bounds, n, device, reduce_norms) -> Tensor:
         sq_norms = torch.empty((n, 2), dtype=torch.float32, device=device)
@@ -239,7 +283,7 @@ class TritonStep:
         return self.kernel.ratios(group, sq_norms).to(torch.float32).contiguous()
 
     def _adam(self, group, weights, grads, states, step, info, tasks, bounds, count, ctl,
-              common, reduce_norms) -> None:  # fmt: skip
+              common, reduce_norms, parts=None) -> Tensor | None:  # fmt: skip
         k, device, n = self.kernel, weights[0].device, len(weights)
         beta1, beta2 = group["betas"]
         table = _cached(
@@ -270,19 +314,22 @@ class TritonStep:
             float(group["alpha"]) if lookahead else 0.0,
         )
         flags = dict(common, LOOKAHEAD=lookahead)
+        kernel = tk.adam_kernel if parts is None else tk.adam_stats_kernel
+        extra = () if parts is None else (parts,)  # the stats kernel's one more table
         if not k.uses_trust(group):
-            tk.adam_kernel[(count,)](ptrs, n, info, tasks, scal, scal, scal, ctl, *args,
-                                     MODE=0, **flags)  # fmt: skip
-            return
+            kernel[(count,)](ptrs, n, info, tasks, scal, scal, scal, ctl, *extra, *args,
+                             MODE=0, **flags)  # fmt: skip
+            return None
         partials = torch.empty((count, 2), dtype=torch.float32, device=device)
-        tk.adam_kernel[(count,)](ptrs, n, info, tasks, scal, scal, partials, ctl, *args,
-                                 MODE=1, **flags)  # fmt: skip
+        kernel[(count,)](ptrs, n, info, tasks, scal, scal, partials, ctl, *extra, *args,
+                         MODE=1, **flags)  # fmt: skip
         ratios = self._norms(group, partials, bounds, n, device, reduce_norms)
-        tk.adam_kernel[(count,)](ptrs, n, info, tasks, scal, ratios, partials, ctl, *args,
-                                 MODE=2, **flags)  # fmt: skip
+        kernel[(count,)](ptrs, n, info, tasks, scal, ratios, partials, ctl, *extra, *args,
+                         MODE=2, **flags)  # fmt: skip
+        return ratios
 
     def _sgd(self, group, weights, grads, states, step, info, tasks, bounds, count, ctl,
-             common, reduce_norms) -> None:  # fmt: skip
+             common, reduce_norms, parts=None) -> Tensor | None:  # fmt: skip
         k, device, n = self.kernel, weights[0].device, len(weights)
         momentum = float(group["momentum"]) if k.momentum else 0.0
         lists = [weights, grads]
@@ -301,11 +348,16 @@ class TritonStep:
             NESTEROV=bool(group["nesterov"]) if momentum else False,
             TRUST=k.uses_trust(group),
         )
-        ratios = ctl
+        ratios = None
         partials = torch.empty((count, 2), dtype=torch.float32, device=device)
         if flags["TRUST"]:
             tk.sgd_kernel[(count,)](ptrs, n, info, tasks, ctl, partials, ctl, *args,
                                     MODE=1, **flags)  # fmt: skip
             ratios = self._norms(group, partials, bounds, n, device, reduce_norms)
-        tk.sgd_kernel[(count,)](ptrs, n, info, tasks, ratios, partials, ctl, *args,
-                                MODE=0, **flags)  # fmt: skip
+        if parts is None:
+            tk.sgd_kernel[(count,)](ptrs, n, info, tasks, ctl if ratios is None else ratios,
+                                    partials, ctl, *args, MODE=0, **flags)  # fmt: skip
+        else:  # its update pass also writes the telemetry partials
+            tk.sgd_stats_kernel[(count,)](ptrs, n, info, tasks, ctl if ratios is None else ratios,
+                                          partials, ctl, parts, *args, MODE=0, **flags)  # fmt: skip
+        return ratios
