@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from rangerlab.lab.experiments import layer_table
 from rangerlab.lab.experiments.amp import FP16_MIN_SUBNORMAL, fp16_fractions, saved_bytes
-from rangerlab.lab.experiments.layer_table import layer_norms
+from rangerlab.lab.experiments.layer_table import LAYERS, LR, TRUST, WEIGHT_DECAY, layer_norms
 from rangerlab.lab.surfaces import SURFACES
 
 
@@ -50,22 +51,112 @@ def test_saved_bytes_counts_a_linear_layer_exactly():
     assert saved_bytes(lin, x, "cpu", torch.bfloat16) == 5 * 4 * 2
 
 
-def test_layer_norms_measures_sgd_without_changing_the_model():
+def _lars_by_hand(model, x, y):
+    """One LARS step's per-layer quantities computed directly (You et al. 2017, eq. 6): the
+    reference the layer table's telemetry must match. Weights get weight decay and the trust
+    ratio; biases neither (create_optimizer's groups)."""
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    out = {}
+    for name, p in model.named_parameters():
+        w, g = p.detach(), p.grad.detach()
+        layerwise = p.dim() > 1
+        wd = WEIGHT_DECAY if layerwise else 0.0
+        wn, gn = w.norm().item(), g.norm().item()
+        trust = TRUST * wn / (gn + wd * wn + 1e-8) if layerwise else 1.0
+        step = LR * trust * (g + wd * w).norm().item()  # momentum's first step: v_1 = d
+        out[name] = {"weight": wn, "grad": gn, "update": step, "ratio": step / wn, "trust": trust}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def test_layer_norms_matches_one_lars_step_by_hand_without_changing_the_model():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     x, y = torch.randn(8, 3), torch.tensor([0, 1] * 4)
     before = [p.detach().clone() for p in model.parameters()]
-    table = layer_norms(model, opt, x, y)
+    table = layer_norms(model, x, y)
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
     assert all(p.grad is None for p in model.parameters())
-    for row in table.values():  # plain SGD: ||update|| = lr ||g||
-        assert row["update"] == pytest.approx(0.1 * row["grad"], rel=1e-5)
-        assert row["ratio"] == pytest.approx(row["update"] / row["weight"])
-        assert row["trust"] == pytest.approx(
-            1e-3 * row["weight"] / (row["grad"] + 5e-4 * row["weight"])
-        )
-    assert not math.isnan(table["0.weight"]["ratio"])
+    expected = _lars_by_hand(model, x, y)
+    assert set(table) == set(expected) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    for name, row in expected.items():
+        for key, value in row.items():
+            assert table[name][key] == pytest.approx(value, rel=1e-5), (name, key)
+    # the trust ratio is a real per-layer factor here, not the default 1
+    assert table["0.weight"]["trust"] != pytest.approx(table["2.weight"]["trust"], rel=1e-2)
+
+
+def test_layer_norms_reads_the_optimizers_telemetry(monkeypatch):
+    """The table's numbers are the ones `opt.telemetry()` returns (one read, after one step)."""
+    import rangerlab
+
+    reads = []
+    real = rangerlab.Chain.telemetry
+
+    def spy(self, reset=True):
+        out = real(self, reset)
+        reads.append(dict(out))
+        return {k: (2 * v if "/" in k and not k.startswith("lr/") else v) for k, v in out.items()}
+
+    monkeypatch.setattr(rangerlab.Chain, "telemetry", spy)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    x, y = torch.randn(8, 3), torch.tensor([0, 1] * 4)
+    table = layer_norms(model, x, y)
+    assert len(reads) == 1 and reads[0]["recorded_steps"] == 1
+    seen = reads[0]
+    for name, row in table.items():
+        assert row["weight"] == 2 * seen[f"weight_norm/{name}"]
+        assert row["grad"] == 2 * seen[f"grad_norm/{name}"]
+        assert row["update"] == 2 * seen[f"update_norm/{name}"]
+        assert row["ratio"] == 2 * seen[f"update_ratio/{name}"]
+    assert table["0.weight"]["trust"] == 2 * seen["trust_ratio/0.weight"]
+
+
+def test_layer_table_trial_is_the_telemetry_of_one_lars_step_on_its_batch():
+    """The stored per-layer metrics of a trial equal a direct computation on the same seeded
+    model and batch, and the spreads are computed from them."""
+    from rangerlab.lab.data import digits_split
+    from rangerlab.lab.models import DeepCNN
+    from rangerlab.lab.training import seed_everything
+
+    cfg = layer_table.CONFIGS["tiny"]
+    metrics = layer_table.trial(cfg, "init", 3)
+    data = digits_split("test")
+    generator = seed_everything(3)
+    model = DeepCNN(cfg["width"])
+    idx = torch.randperm(len(data.y_train), generator=generator)[: cfg["batch_size"]]
+    expected = _lars_by_hand(model, data.x_train[idx], data.y_train[idx])
+    for n in LAYERS:
+        row = expected[n]
+        assert metrics[f"|w| {n}"] == pytest.approx(row["weight"], rel=1e-5)
+        assert metrics[f"|g| {n}"] == pytest.approx(row["grad"], rel=1e-4)
+        assert metrics[f"w/g {n}"] == pytest.approx(row["weight"] / row["grad"], rel=1e-4)
+        assert metrics[f"trust {n}"] == pytest.approx(row["trust"], rel=1e-4)
+        assert metrics[f"dw/w {n}"] == pytest.approx(row["ratio"], rel=1e-4)
+    ratios = [metrics[f"w/g {n}"] for n in LAYERS]
+    steps = [metrics[f"dw/w {n}"] for n in LAYERS]
+    assert metrics["spread_decades"] == pytest.approx(math.log10(max(ratios) / min(ratios)))
+    assert metrics["lars_spread_decades"] == pytest.approx(math.log10(max(steps) / min(steps)))
+    # LARS's rule: the relative step is at most lr x trust coefficient (equal when g, w align)
+    assert max(steps) <= LR * TRUST * (1 + 1e-5)
+
+
+def test_layer_table_renders_the_lars_columns_from_the_runs():
+    runs = [
+        {
+            **{f"|w| {n}": 2.0 for n in LAYERS},
+            **{f"|g| {n}": 0.5 for n in LAYERS},
+            **{f"w/g {n}": 4.0 + s for n in LAYERS},
+            **{f"trust {n}": 0.01 * (s + 1) for n in LAYERS},
+            **{f"dw/w {n}": 1e-3 for n in LAYERS},
+        }
+        for s in range(2)
+    ]
+    t = layer_table.table({"runs": {"init": runs}})
+    assert t["columns"][-2:] == ["LARS trust ratio", "LARS ||dw|| / ||w||"]
+    assert t["rows"][0] == ["convs.0.weight", "2", "0.5", "4.5", "4 - 5", "0.015", "0.001"]
 
 
 def test_steps_to_min_is_the_step_from_which_the_run_stays_below_tolerance():
