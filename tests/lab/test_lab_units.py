@@ -231,3 +231,38 @@ def test_activation_gradient_underflow_counts_real_fp16_flushes():
     g16s = activation_grads(model, x, y, torch.float16, 1e-6 * SCALE)
     nz = g32 != 0
     assert ((g16 == 0) & nz).sum() > ((g16s == 0) & nz).sum()
+
+
+def test_warmup_adaptive_step_is_the_one_the_library_reports():
+    """The warmup mechanism computes Adam's adaptive step per weight itself (telemetry keeps
+    only per-tensor summaries); its tensor mean must equal the ``adaptive_lr_mean`` that
+    rangerlab's Adam records when fed the same gradients, and RAdam's factor the ``rectifier``
+    rangerlab's RAdam records, step by step."""
+    import rangerlab
+    from rangerlab.lab.experiments.warmup import BETA2, EPS, adaptive_step, second_moment
+    from rangerlab.lab.training import rectifier
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(6, 5))
+    adam = rangerlab.create_optimizer([w], "adam", lr=1e-3, betas=(0.9, BETA2), telemetry=True)
+    u = torch.nn.Parameter(torch.randn(6, 5))
+    radam = rangerlab.create_optimizer([u], "radam", lr=1e-3, betas=(0.9, BETA2), telemetry=True)
+    assert adam.defaults["eps"] == EPS
+    v = None
+    for t in range(1, 9):
+        g = torch.randn(6, 5) * 10.0 ** torch.randint(-4, 1, (6, 5))  # scales across weights
+        w.grad, u.grad = g.clone(), g.clone()
+        adam.step()
+        radam.step()
+        v = second_moment(v, g.double())
+        seen = adam.telemetry()
+        ours = adaptive_step(v, t)
+        assert seen["adaptive_lr_mean/group0.param0"] == pytest.approx(ours.mean().item(), rel=1e-4)
+        cv = (ours.std(correction=0) / ours.mean()).item()
+        assert seen["adaptive_lr_cv/group0.param0"] == pytest.approx(cv, rel=1e-3)
+        r = radam.telemetry()
+        if rectifier(t, BETA2) == 0.0:  # RAdam's first steps: no adaptive step, no r_t
+            assert r["adaptive/group0.param0"] == 0.0
+        else:
+            assert r["adaptive/group0.param0"] == 1.0
+            assert r["rectifier/group0.param0"] == pytest.approx(rectifier(t, BETA2), rel=1e-6)
