@@ -266,3 +266,31 @@ def test_warmup_adaptive_step_is_the_one_the_library_reports():
         else:
             assert r["adaptive/group0.param0"] == 1.0
             assert r["rectifier/group0.param0"] == pytest.approx(rectifier(t, BETA2), rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_stored_results_hold_the_telemetry_layer_table_and_the_rectifier_rule(mode):
+    """The stored `rangerlab run` results the README quotes (tests/lab/data) come from the
+    current experiments: the layer table's LARS columns (from telemetry) render, LARS's relative
+    step is at most lr x trust coefficient in every layer, and the warmup mechanism's RAdam
+    variance is 0 exactly at the steps where the library's rectifier is 0 (rho_t <= 5)."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from rangerlab.lab.experiments.warmup import BETA2
+    from rangerlab.lab.training import rectifier
+
+    stored = Path(__file__).parent / "data" / f"{mode}-results.json.gz"
+    results = json.loads(gzip.decompress(stored.read_bytes()))
+    lt = results["experiments"]["layer-table"]
+    rendered = layer_table.table(lt)
+    assert [r[0] for r in rendered["rows"]] == LAYERS
+    for run in lt["runs"]["init"]:
+        assert all(0 < run[f"dw/w {n}"] <= LR * TRUST * (1 + 1e-6) for n in LAYERS)
+        assert all(run[f"trust {n}"] > 0 for n in LAYERS)
+    assert lt["comparisons"][1]["in_verdict"] is False
+    mech = results["experiments"]["warmup"]["extra"]["data"]
+    radam = mech["relative_variance"]["radam"]
+    for t, value in zip(mech["steps"], radam, strict=True):
+        assert (value == 0.0) == (rectifier(t, BETA2) == 0.0), t
