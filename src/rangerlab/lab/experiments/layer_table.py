@@ -53,6 +53,9 @@ def layer_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dic
 
     Returns:
         ``{parameter name: {"weight", "grad", "update", "ratio", "trust"}}`` (floats).
+
+    Raises:
+        RuntimeError: the telemetry did not record exactly the one step taken.
     """
     twin = copy.deepcopy(model)
     opt = rangerlab.create_optimizer(
