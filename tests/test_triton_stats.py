@@ -393,3 +393,40 @@ def test_stats_kernels_compile_for_sm80_and_sm90(tmp_path):
         [sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["ranger", "ranger_lars", "lars", "adamw", "sgd"])
+def test_chain_records_from_the_triton_stats_as_from_the_cpu_kernels(name, monkeypatch):
+    """End to end through ``opt.telemetry()``: the Triton path (its device step counters,
+    device-side RAdam and sync masks) reports what the C++ kernels report, step by step."""
+    pytest.importorskip("rangerlab.fused.triton_plan")
+    import rangerlab
+    from rangerlab import fused
+
+    if not fused.available():
+        pytest.skip("no C++ compiler: the CPU kernels cannot be built here")
+    shapes = {"conv.weight": (6, 3, 3, 3), "fc.weight": (5, 54), "fc.bias": (5,)}
+    reads = {}
+    for triton in (True, False):
+        monkeypatch.setenv("RANGERLAB_TRITON_ON_CPU", "1" if triton else "0")
+        gen = torch.Generator().manual_seed(0)
+        named = [(n, torch.nn.Parameter(torch.randn(s, generator=gen))) for n, s in shapes.items()]
+        kwargs = {"k": 3} if name.startswith("ranger") else {}
+        opt = rangerlab.create_optimizer(named, name, telemetry=True, **kwargs)
+        group = opt.param_groups[0]
+        picked = fused.select(group, opt.chain_for(group), group["params"])
+        assert isinstance(picked, triton_plan.TritonStep) == triton, picked
+        reads[triton] = []
+        for step in range(7):  # past RAdam's threshold, through two Lookahead syncs
+            gen_g = torch.Generator().manual_seed(100 + step)
+            for _, p in named:
+                p.grad = torch.randn(p.shape, generator=gen_g)
+            opt.step()
+            reads[triton].append(opt.telemetry())
+    for step, (got, want) in enumerate(zip(reads[True], reads[False]), start=1):
+        assert set(got) == set(want), (step, sorted(set(got) ^ set(want)))
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=2e-5, abs=1e-9), (step, key)
+    seen = {key.split("/")[0] for read in reads[True] for key in read}
+    if name.startswith("ranger"):
+        assert {"lookahead_distance", "rectifier", "adaptive_lr_cv"} <= seen
