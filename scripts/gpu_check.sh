@@ -18,6 +18,7 @@ print("gpu", torch.cuda.get_device_name() if torch.cuda.is_available() else "non
 PY
 # The compiled kernels (test_triton.py skips where a GPU is present: it is for CPU-only CI).
 timeout 300 python -m pytest -q -p no:cacheprovider -o addopts="" tests/test_triton_cuda.py \
+    tests/test_triton_stats.py \
     2>&1 | tee "$out/cuda-tests.txt"
 tests=${PIPESTATUS[0]}
 timeout 240 python -m rangerlab.bench --device cuda --reps 12 2>&1 | tee "$out/bench-cuda.txt"

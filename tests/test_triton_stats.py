@@ -410,7 +410,11 @@ def test_chain_records_from_the_triton_stats_as_from_the_cpu_kernels(name, monke
     for triton in (True, False):
         monkeypatch.setenv("RANGERLAB_TRITON_ON_CPU", "1" if triton else "0")
         gen = torch.Generator().manual_seed(0)
-        named = [(n, torch.nn.Parameter(torch.randn(s, generator=gen))) for n, s in shapes.items()]
+        device = DEVICE if triton else "cpu"  # on a GPU machine: CUDA against the C++ kernels
+        named = [
+            (n, torch.nn.Parameter(torch.randn(s, generator=gen).to(device)))
+            for n, s in shapes.items()
+        ]
         kwargs = {"k": 3} if name.startswith("ranger") else {}
         opt = rangerlab.create_optimizer(named, name, telemetry=True, **kwargs)
         group = opt.param_groups[0]
@@ -420,7 +424,7 @@ def test_chain_records_from_the_triton_stats_as_from_the_cpu_kernels(name, monke
         for step in range(7):  # past RAdam's threshold, through two Lookahead syncs
             gen_g = torch.Generator().manual_seed(100 + step)
             for _, p in named:
-                p.grad = torch.randn(p.shape, generator=gen_g)
+                p.grad = torch.randn(p.shape, generator=gen_g).to(device)
             opt.step()
             reads[triton].append(opt.telemetry())
     for step, (got, want) in enumerate(zip(reads[True], reads[False]), start=1):

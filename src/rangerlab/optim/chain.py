@@ -294,17 +294,19 @@ class Chain(Optimizer):
                 complex_views.grads,
                 complex_views.states,
             )
+        recording = {}  # a kernel that records gets the stats to fill (others never see them)
         if names is not None and kernel is not None:
             stats = fused.new_stats(len(weights), weights[0].device)
+            recording = {"stats": stats}
         if on_device:  # the Triton step counts steps and takes GradScaler's tensors itself
-            kernel(group, weights, grads, states, control, stats=stats)
+            kernel(group, weights, grads, states, control, **recording)
             steps = [s["step"] for s in states] if stats is not None else []
         else:
             step_counters = [s["step"] for s in states]
             torch._foreach_add_(step_counters, 1.0)
             steps = [int(t) for t in torch.stack(step_counters).tolist()]
             if kernel is not None:
-                kernel(group, weights, grads, states, steps, stats=stats)
+                kernel(group, weights, grads, states, steps, **recording)
             else:
                 self._reference_step(group, transforms, params, weights, grads, states, steps)
         if stats is not None:
