@@ -86,18 +86,25 @@ inline double lanes_total(const Vec<T>& acc) {
   return total;
 }
 
-// Sum of squares of x[b, stop) (the span's tail is summed as scalars).
+// Sum of squares of x[b, stop) (the span's tail is summed as scalars), in four accumulators so
+// that the additions are not one chain of dependent instructions.
 template <typename T>
 inline double span_sq(const T* __restrict__ x, int64_t b, int64_t stop, T shift = T(0)) {
-  Vec<T> acc = {};
+  Vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {};
   T tail = 0;
   int64_t j = b;
+  for (; j + 4 * kLanes<T> <= stop; j += 4 * kLanes<T>) {
+    const Vec<T> y0 = load<T>(x + j) - shift, y1 = load<T>(x + j + kLanes<T>) - shift;
+    const Vec<T> y2 = load<T>(x + j + 2 * kLanes<T>) - shift;
+    const Vec<T> y3 = load<T>(x + j + 3 * kLanes<T>) - shift;
+    a0 += y0 * y0, a1 += y1 * y1, a2 += y2 * y2, a3 += y3 * y3;
+  }
   for (; j + kLanes<T> <= stop; j += kLanes<T>) {
     const Vec<T> y = load<T>(x + j) - shift;
-    acc += y * y;
+    a0 += y * y;
   }
   for (; j < stop; ++j) tail += (x[j] - shift) * (x[j] - shift);
-  return lanes_total<T>(acc) + static_cast<double>(tail);
+  return lanes_total<T>((a0 + a1) + (a2 + a3)) + static_cast<double>(tail);
 }
 
 // Sum (or sum of squares) of x[0, len) - shift.
@@ -630,28 +637,32 @@ void sgd_row(const SgdArgs<T>& s, T* __restrict__ w, const T* __restrict__ g, T*
 #undef RANGERLAB_SGD_DIRECTION
 }
 
-// Both squared norms in one sweep (two streams in one loop, read once each), in the same short
-// spans and lane order as lane_sum, so the rounding is that of two separate lane_sum calls.
+// Both squared norms in one sweep (two streams in one loop, read once each), in short spans,
+// each sum in two accumulators (as span_sq, so the additions are not one dependent chain).
 template <typename T>
 void sq_norms_row(const T* __restrict__ w, const T* __restrict__ g, int64_t len, T mean,
                   double& g_sq, double& w_sq) {
   for (int64_t b = 0; b < len; b += kSpan) {
     const int64_t stop = std::min(len, b + kSpan);
-    Vec<T> g_acc = {}, w_acc = {};
+    Vec<T> g0 = {}, g1 = {}, w0 = {}, w1 = {};
     T g_tail = 0, w_tail = 0;
     int64_t j = b;
+    for (; j + 2 * kLanes<T> <= stop; j += 2 * kLanes<T>) {
+      const Vec<T> y0 = load<T>(g + j) - mean, y1 = load<T>(g + j + kLanes<T>) - mean;
+      const Vec<T> x0 = load<T>(w + j), x1 = load<T>(w + j + kLanes<T>);
+      g0 += y0 * y0, g1 += y1 * y1, w0 += x0 * x0, w1 += x1 * x1;
+    }
     for (; j + kLanes<T> <= stop; j += kLanes<T>) {
       const Vec<T> y = load<T>(g + j) - mean;
       const Vec<T> x = load<T>(w + j);
-      g_acc += y * y;
-      w_acc += x * x;
+      g0 += y * y, w0 += x * x;
     }
     for (; j < stop; ++j) {
       g_tail += (g[j] - mean) * (g[j] - mean);
       w_tail += w[j] * w[j];
     }
-    g_sq += lanes_total<T>(g_acc) + static_cast<double>(g_tail);
-    w_sq += lanes_total<T>(w_acc) + static_cast<double>(w_tail);
+    g_sq += lanes_total<T>(g0 + g1) + static_cast<double>(g_tail);
+    w_sq += lanes_total<T>(w0 + w1) + static_cast<double>(w_tail);
   }
 }
 
