@@ -442,3 +442,34 @@ def test_grad_scaler_steps_record_unscaled_gradients_and_skips():
     model.weight.grad = torch.full_like(model.weight, math.inf)  # GradScaler skips this step
     scaler.step(opt)
     assert opt.telemetry()["steps"] == 0.0  # a step torch skips is not a step
+
+
+@pytest.mark.parametrize("name", ["ranger", "ranger_lars", "lars", "adam"])
+def test_float32_sums_over_many_tasks_and_spans(name, monkeypatch):
+    """The fused kernels' float32 sums, split over parallel tasks, spans and (trust ratios)
+    batches, against the reference path's float32 reductions (torch's own norms, std_mean)."""
+    from rangerlab import fused
+    from rangerlab.fused import plans
+
+    if not fused.available():
+        pytest.skip("no C++ compiler: the fused kernels cannot be built here")
+    monkeypatch.setattr(plans, "BATCH", 40_000)  # several trust-ratio batches
+    shapes = {"conv.weight": (300, 3, 9, 11), "flat": (70_001,), "bias": (5,)}
+    cls, kwargs, _ = PRESETS[name]
+    reads = []
+    for path in ({"fused": True}, {"foreach": True}):
+        gen = torch.Generator().manual_seed(3)
+        named = [(n, torch.nn.Parameter(torch.randn(s, generator=gen))) for n, s in shapes.items()]
+        opt = cls(named, telemetry=True, **path, **kwargs)
+        got = []
+        for t in range(1, 8):
+            gen_g = torch.Generator().manual_seed(50 + t)
+            for _, p in named:
+                p.grad = torch.randn(p.shape, generator=gen_g) * (1 + 0.5 * t)
+            opt.step()
+            got.append(opt.telemetry())
+        reads.append(got)
+    for step, (fast, ref) in enumerate(zip(*reads), start=1):
+        assert set(fast) == set(ref), (step, sorted(set(fast) ^ set(ref)))
+        for key, value in ref.items():
+            assert fast[key] == pytest.approx(value, rel=2e-5, abs=1e-7), (step, key)

@@ -5,7 +5,10 @@
 // that run in parallel on ATen's thread pool. Gradient Centralization is done row by row: a row's
 // mean is taken while the row is still in cache, so it costs no extra trip to memory. The maths
 // follows rangerlab's reference transforms operation by operation (same order, torch's lerp
-// formula), so the fast path agrees with the reference path to rounding.
+// formula), so the fast path agrees with the reference path to rounding. One exception: the
+// adaptive direction is a * m times the adaptive factor 1 / (sqrt(v) / d + eps) (one rounding
+// from the reference's division), because that factor is what telemetry reports, and so a
+// recorded step takes its statistics for the price of two additions per element.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -184,7 +187,7 @@ struct AdamArgs {
 #define RANGERLAB_ADAM_DIRECTION(u, wj, mj, vj)                                           \
   T u;                                                                                    \
   if constexpr (kAdaptive) {                                                              \
-    u = (a * (mj)) / (std::sqrt(vj) / d + eps) + wd_out * (wj);                           \
+    u = (a * (mj)) * (T(1) / (std::sqrt(vj) / d + eps)) + wd_out * (wj);                  \
   } else {                                                                                \
     u = (mj) * a + wd_out * (wj);                                                         \
   }
@@ -268,53 +271,33 @@ struct TaskStats {
 };
 
 // Elements per telemetry span: long enough that a span's horizontal sums cost little, short
-// enough that its buffer of denominators stays in L1 and its sums in the data type stay accurate.
+// enough that its sums in the data type (128 terms per lane) stay accurate.
 constexpr int64_t kStatSpan = 1024;
 
-// 1 / x lane by lane. On AVX the float reciprocal is the hardware estimate refined by one Newton
-// step (relative error about 2e-7, for telemetry's statistics only): the divider is the adaptive
-// step's bottleneck already (sqrt and two divisions per element), and a third division would add
-// a quarter to the step.
-template <typename T>
-inline Vec<T> reciprocal(const Vec<T>& x) {
-#if defined(__AVX__)
-  if constexpr (std::is_same_v<T, float>) {
-    const Vec<T> r = __builtin_ia32_rcpps256(x);
-    return r * (T(2) - x * r);
+// The value the task's adaptive factors are summed about (shifted data): element b's factor
+// after this step's moment update, set once per task.
+template <typename T, typename Args>
+inline T factor_shift(TaskStats* st, const Args& s, T wb, T gb, T vb) {
+  if (st->q_n == 0) {
+    const T g = gb + (s.coupled ? s.wd_in : T(0)) * wb;
+    st->q_shift = static_cast<double>(T(1) / (std::sqrt(vb * s.b2 + s.b2w * g * g) / s.d + s.eps));
   }
-#endif
-  return T(1) / x;
+  return static_cast<T>(st->q_shift);
 }
 
-// Adds the adaptive factors q = 1 / den of one span (den holds the denominators the update
-// divided by) to the task's sums, about the task's first factor, in two accumulator pairs.
+// Adds one span's shifted sums of the adaptive factor to the task's.
 template <typename T>
-inline void add_factors(TaskStats* st, const T* __restrict__ den, int64_t len) {
-  if (len == 0) return;
-  if (st->q_n == 0) st->q_shift = static_cast<double>(T(1) / den[0]);
-  const T shift = static_cast<T>(st->q_shift);
-  Vec<T> s0 = {}, s1 = {}, q0 = {}, q1 = {};
-  int64_t j = 0;
-  for (; j + 2 * kLanes<T> <= len; j += 2 * kLanes<T>) {
-    const Vec<T> x0 = reciprocal<T>(load<T>(den + j)) - shift;
-    const Vec<T> x1 = reciprocal<T>(load<T>(den + j + kLanes<T>)) - shift;
-    s0 += x0, s1 += x1, q0 += x0 * x0, q1 += x1 * x1;
-  }
-  double sum = lanes_total<T>(s0 + s1), sum_sq = lanes_total<T>(q0 + q1);
-  for (; j < len; ++j) {
-    const T x = T(1) / den[j] - shift;
-    sum += x, sum_sq += x * x;
-  }
+inline void add_factors(TaskStats* st, int64_t len, T sum, T sum_sq) {
   st->q_n += static_cast<double>(len), st->q_sum += sum, st->q_sum_sq += sum_sq;
 }
 
 // Telemetry sums inside the update loops: `#pragma omp simd reduction` lets the compiler keep
 // each sum in its own vector register (it may reorder those sums, and only those: the update's
 // arithmetic is untouched, so the weights are bit-identical to the loop without them). Sums run
-// over one span at a time in the data type, then add into doubles. The adaptive factor's
-// denominators are kept for the span and summed after it (add_factors) about the task's first
-// factor (shifted data); tasks merge with Chan et al.'s rule, so its variance never comes from a
-// difference of two large sums.
+// over one span at a time in the data type, then add into doubles. The adaptive factor is
+// summed about a value near the task's factors (factor_shift: shifted data), and tasks merge with
+// Chan et al.'s rule, so its variance never comes from a difference of two large sums.
+
 // The stats columns (stats.py's order) and the per-task sums folded into them in task order, so
 // the result is deterministic.
 enum Column { kWSq, kGSq, kUSq, kQN, kQMean, kQM2, kGcSq, kDistSq, kRatio, kColumns };
@@ -350,7 +333,7 @@ void fold_stats(double* out, const TaskList& tasks, const std::vector<TaskStats>
 
 // The denominator of the adaptive factor q = 1 / (sqrt(v) / d + eps) of element j (the same
 // expression as the direction's, so the compiler computes it once).
-#define RANGERLAB_ADAM_DENOM(vj) (std::sqrt(vj) / d + eps)
+#define RANGERLAB_ADAM_FACTOR(vj) (T(1) / (std::sqrt(vj) / d + eps))
 
 // One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps.
 template <typename T, bool kAdaptive, bool kSync, bool kSmall, bool kStats>
@@ -366,25 +349,28 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
       RANGERLAB_SYNC(w[j], slow[j]);
     }
   } else {
-    T den[kStatSpan];
     for (int64_t b = 0; b < len; b += kStatSpan) {
       const int64_t stop = std::min(len, b + kStatSpan);
-      T sw = 0, sg = 0, su = 0, sd = 0;
-#pragma omp simd reduction(+ : sw, sg, su)
+      T sw = 0, sg = 0, su = 0, sd = 0, sq = 0, sq2 = 0, shift = 0;
+      if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b] - mean, v[b]);
+#pragma omp simd reduction(+ : sw, sg, su, sq, sq2)
       for (int64_t j = b; j < stop; ++j) {
         sw += w[j] * w[j];
         sg += g[j] * g[j];
         RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
         RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
         su += u * u;
-        if constexpr (kAdaptive) den[j - b] = RANGERLAB_ADAM_DENOM(v[j]);
+        if constexpr (kAdaptive) {
+          const T q = RANGERLAB_ADAM_FACTOR(v[j]) - shift;
+          sq += q, sq2 += q * q;
+        }
         w[j] = w[j] + neg_lr * u;
       }
       if constexpr (kSync) {  // its own loop over the span, still in cache
         sd = sync_with_distance(w, slow, b, stop, alpha, alpha_small);
       }
       st->w_sq += sw, st->g_sq += sg, st->u_sq += su, st->dist_sq += sd;
-      if constexpr (kAdaptive) add_factors(st, den, stop - b);
+      if constexpr (kAdaptive) add_factors(st, stop - b, sq, sq2);
     }
   }
 }
@@ -397,7 +383,7 @@ void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __re
   RANGERLAB_ADAM_LOCALS(s);
   (void)alpha, (void)alpha_r, (void)alpha_small, (void)neg_lr;
   // Spans short enough that m, v, w and the directions stay in L1 between the loops.
-  T u[kSpan], den[kSpan];
+  T u[kSpan];
   for (int64_t b = 0; b < len; b += kSpan) {
     const int64_t stop = std::min(len, b + kSpan);
     if constexpr (!kStats) {
@@ -407,17 +393,21 @@ void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __re
         u[j - b] = uj;
       }
     } else {
-      T sg = 0;
-#pragma omp simd reduction(+ : sg)
+      T sg = 0, sq = 0, sq2 = 0, shift = 0;
+      if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b] - mean, v[b]);
+#pragma omp simd reduction(+ : sg, sq, sq2)
       for (int64_t j = b; j < stop; ++j) {
         sg += g[j] * g[j];
         RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
         RANGERLAB_ADAM_DIRECTION(uj, w[j], m[j], v[j]);
         u[j - b] = uj;
-        if constexpr (kAdaptive) den[j - b] = RANGERLAB_ADAM_DENOM(v[j]);
+        if constexpr (kAdaptive) {
+          const T q = RANGERLAB_ADAM_FACTOR(v[j]) - shift;
+          sq += q, sq2 += q * q;
+        }
       }
       st->g_sq += sg;
-      if constexpr (kAdaptive) add_factors(st, den, stop - b);
+      if constexpr (kAdaptive) add_factors(st, stop - b, sq, sq2);
     }
     u_sq += span_sq(u, 0, stop - b);  // the ratio's sums: the same with and without stats
     w_sq += span_sq(w, b, stop);

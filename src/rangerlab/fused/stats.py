@@ -15,9 +15,8 @@ to a step without it). The columns:
 | ``ratio`` | the trust ratio applied (1 where the chain has none) |
 
 ``q = 1 / (sqrt(v) / d + eps)`` is the adaptive factor of the Adam family's direction
-``a * m * q`` (its count is 0 where a step was not adaptive, RAdam's first steps). On AVX CPUs
-the float32 kernels take ``1 / x`` from the hardware's reciprocal estimate refined by one Newton
-step (relative error about 2e-7) for these statistics only.
+``a * m * q`` (its count is 0 where a step was not adaptive, RAdam's first steps). The C++
+kernels compute the direction as that product, so the factor they sum is the one they apply.
 """
 
 from __future__ import annotations
