@@ -74,6 +74,9 @@ class Recorder:
         self.names: dict[int, str] = {}  # id(param) -> name, from name_parameters
         # (quantity, names) -> [sum, count]: float64 tensors (count an int when never masked)
         self._tensors: dict[tuple[str, tuple[str, ...]], list] = {}
+        # (quantities, names) -> [sums (n, q), counts (n, q) or an int]: `add_table`'s buckets
+        self._tables: dict[tuple[tuple[str, ...], tuple[str, ...]], list] = {}
+        self._count_cache: dict[tuple, Tensor] = {}
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self.steps = 0  # optimizer steps in the interval
@@ -109,6 +112,60 @@ class Recorder:
             entry[0] += stacked
             entry[1] = entry[1] + count
 
+    def add_table(
+        self,
+        names: Sequence[str],
+        cols: dict[str, Tensor | float | Sequence[float]],
+        masks: dict[str, Sequence[bool] | Tensor],
+    ) -> None:
+        """Record a bucket's quantities at once: ``cols`` maps a quantity to one value per name
+        (a tensor, a list, or a number for all); ``masks`` to the names it is recorded for (all
+        where absent). One running sum per bucket, so a step costs a few tensor operations."""
+        n = len(names)
+        if not n:
+            return
+        device = next(c.device for c in cols.values() if isinstance(c, Tensor))
+        f64 = torch.float64
+        parts = []
+        for col in cols.values():
+            if isinstance(col, Tensor):
+                parts.append(col.detach().reshape(-1).to(device, f64).expand(n))
+            elif isinstance(col, int | float):
+                parts.append(torch.full((n,), float(col), dtype=f64, device=device))
+            else:
+                parts.append(torch.tensor(col, dtype=f64, device=device))
+        values = torch.stack(parts, dim=1)
+        quantities, key_names = tuple(cols), tuple(names)
+        counts = self._count_table(quantities, key_names, masks, device) if masks else None
+        if counts is not None:
+            values = torch.where(counts > 0, values, 0.0)
+        key = (quantities, key_names)
+        entry = self._tables.get(key)
+        if entry is None:
+            self._tables[key] = [values, 1 if counts is None else counts.clone()]
+        else:
+            entry[0] += values
+            entry[1] = entry[1] + (1 if counts is None else counts)
+
+    def _count_table(self, quantities, names, masks, device) -> Tensor:
+        """1/0 per (name, quantity) from ``masks``; built once per pattern of host masks."""
+        host = all(not isinstance(m, Tensor) for m in masks.values())
+        key = (quantities, names, tuple((q, tuple(m)) for q, m in masks.items())) if host else None
+        cached = self._count_cache.get(key) if host else None
+        if cached is not None:
+            return cached
+        counts = torch.ones((len(names), len(quantities)), dtype=torch.float64, device=device)
+        for q, mask in masks.items():
+            if isinstance(mask, Tensor):
+                counts[:, quantities.index(q)] = mask.to(device, torch.float64)
+            else:
+                counts[:, quantities.index(q)] = torch.tensor(mask, dtype=torch.float64)
+        if host:
+            if len(self._count_cache) > 64:
+                self._count_cache.clear()
+            self._count_cache[key] = counts
+        return counts
+
     def scalar(self, key: str, value: float) -> None:
         """Record one Python number under ``key``."""
         self._sums[key] = self._sums.get(key, 0.0) + float(value)
@@ -124,11 +181,22 @@ class Recorder:
                     key = f"{quantity}/{name}"
                     sums[key] = sums.get(key, 0.0) + value
                     counts[key] = counts.get(key, 0) + n
+        for (quantities, names), (total, count) in self._tables.items():
+            rows = total.tolist()
+            per = count.tolist() if isinstance(count, Tensor) else None
+            for i, name in enumerate(names):
+                for j, quantity in enumerate(quantities):
+                    n = count if per is None else per[i][j]
+                    if n:
+                        key = f"{quantity}/{name}"
+                        sums[key] = sums.get(key, 0.0) + rows[i][j]
+                        counts[key] = counts.get(key, 0) + n
         out = {key: total / counts[key] for key, total in sums.items()}
         out["steps"] = float(self.steps)
         out["recorded_steps"] = float(self.recorded)
         if reset:
             self._tensors.clear()
+            self._tables.clear()
             self._sums.clear()
             self._counts.clear()
             self.steps = self.recorded = 0
@@ -247,54 +315,60 @@ def record_stats(
     tensor's step count after the step (host numbers, or the device counters of the Triton
     path). Everything stays on ``stats``' device.
     """
-    rec = recorder(optimizer)
     device = stats.device
     roots = stats[:, : columns.U_SQ + 1].sqrt()  # ||w||, ||g||, ||u||
-    w_norm = roots[:, columns.W_SQ]
     lr = group["lr"]
     lr = lr.detach().to(device, torch.float64) if isinstance(lr, Tensor) else float(lr)
     update = roots[:, columns.U_SQ] * lr
-    rec.add("weight_norm", names, w_norm)
-    rec.add("grad_norm", names, roots[:, columns.G_SQ])
-    rec.add("update_norm", names, update)
-    rec.add("update_ratio", names, update / w_norm)
+    cols = {
+        "weight_norm": roots[:, columns.W_SQ],
+        "grad_norm": roots[:, columns.G_SQ],
+        "update_norm": update,
+        "update_ratio": update / roots[:, columns.W_SQ],
+    }
+    masks: dict[str, Sequence[bool] | Tensor] = {}  # the rows a quantity is recorded for
     if kernel.uses_trust(group):
-        rec.add("trust_ratio", names, stats[:, columns.RATIO])
+        cols["trust_ratio"] = stats[:, columns.RATIO]
     if kernel.family == "adam":
-        beta2 = float(group["betas"][1])
-        adaptive = scale = None
-        if kernel.radam and isinstance(steps, Tensor):  # device counters: decided on the device
-            t = steps.to(device, torch.float64).reshape(-1)
-            rect, adaptive = _rectifier(t, beta2)
-            rec.add("adaptive", names, adaptive.to(torch.float64))
-            rec.add("rectifier", names, rect, adaptive)
-            scale = (1.0 - beta2**t).sqrt()  # RAdam's step is sqrt(1-b2^t)/(sqrt(v)+eps)
-        elif kernel.radam:  # host step counts: the rule on Python numbers, once per count
-            per_step = {t: (rectification(t, beta2), math.sqrt(1.0 - beta2**t)) for t in set(steps)}
-            rects = [per_step[t][0] for t in steps]
-            on = [i for i, r in enumerate(rects) if r is not None]
-            f64 = torch.float64
-            rec.add(
-                "adaptive", names, torch.tensor([float(r is not None) for r in rects], dtype=f64)
+        scale: float | Tensor = 1.0
+        if kernel.radam:
+            beta2 = float(group["betas"][1])
+            if isinstance(steps, Tensor):  # device counters: decided on the device
+                t = steps.to(device, torch.float64).reshape(-1)
+                rect, adaptive = _rectifier(t, beta2)
+                scale = (1.0 - beta2**t).sqrt()  # RAdam's step is sqrt(1-b2^t)/(sqrt(v)+eps)
+            else:  # host step counts: the rule on Python numbers, once per count
+                per_step = {t: rectification(t, beta2) for t in set(steps)}
+                if len(per_step) == 1:  # the usual case: one count, numbers broadcast
+                    (t,) = per_step
+                    r = per_step[t]
+                    adaptive = [r is not None] * len(steps)
+                    rect = 0.0 if r is None else r
+                    scale = math.sqrt(1.0 - beta2**t)
+                else:
+                    rects = [per_step[t] for t in steps]
+                    adaptive = [r is not None for r in rects]
+                    rect = torch.tensor([r or 0.0 for r in rects], dtype=torch.float64)
+                    scale = torch.tensor(
+                        [math.sqrt(1.0 - beta2**t) for t in steps], dtype=torch.float64
+                    )
+            cols["adaptive"] = (
+                adaptive if isinstance(adaptive, Tensor) else list(map(float, adaptive))
             )
-            if on:
-                picked = torch.tensor([rects[i] for i in on], dtype=f64)
-                rec.add("rectifier", [names[i] for i in on], picked)
-            adaptive = torch.tensor([r is not None for r in rects], device=device)
-            scale = torch.tensor([per_step[t][1] for t in steps], dtype=f64, device=device)
+            cols["rectifier"] = rect
+            masks["rectifier"] = masks["adaptive_lr_mean"] = masks["adaptive_lr_cv"] = adaptive
         mean = stats[:, columns.Q_MEAN]
-        cv = (stats[:, columns.Q_M2] / stats[:, columns.Q_N]).sqrt() / mean
-        rec.add("adaptive_lr_mean", names, mean if scale is None else mean * scale, adaptive)
-        rec.add("adaptive_lr_cv", names, cv, adaptive)
-    if kernel.gc(group):
-        rows = [i for i, w in enumerate(weights) if w.dim() > 1]  # GC leaves the others alone
-        if rows:
-            rec.add("gc_removed_norm", [names[i] for i in rows], stats[rows, columns.GC_SQ].sqrt())
+        cols["adaptive_lr_mean"] = mean * scale
+        cols["adaptive_lr_cv"] = (stats[:, columns.Q_M2] / stats[:, columns.Q_N]).sqrt() / mean
+    if kernel.gc(group):  # GC leaves tensors of dim <= 1 alone
+        cols["gc_removed_norm"] = stats[:, columns.GC_SQ].sqrt()
+        masks["gc_removed_norm"] = [w.dim() > 1 for w in weights]
     sync = kernel.sync(group)
-    if isinstance(sync, Tensor):
-        rec.add("lookahead_distance", names, stats[:, columns.DIST_SQ].sqrt(), sync.to(device))
-    elif sync:
-        rec.add("lookahead_distance", names, stats[:, columns.DIST_SQ].sqrt())
+    if isinstance(sync, Tensor) or sync:
+        cols["lookahead_distance"] = stats[:, columns.DIST_SQ].sqrt()
+        if isinstance(sync, Tensor):
+            masks["lookahead_distance"] = sync.reshape(1).expand(len(names))
+    recorder(optimizer).add_table(names, cols, masks)
 
 
 def norms(tensors: Sequence[Tensor]) -> list[Tensor]:
