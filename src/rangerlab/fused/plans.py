@@ -159,6 +159,7 @@ class FusedKernel:
                 stats,
             )  # fmt: skip
             return
+        applied: list[float] = []
         for b in _batches(weights, reduce_norms):
             rows = None if stats is None else stats[b]
             sq_norms = ops.adam_trust_norms(
@@ -170,10 +171,11 @@ class FusedKernel:
                 weights[b], exp_avgs[b], exp_avg_sqs[b], slows[b], a[b], d[b], adaptive[b],
                 ratios, lr, eps, weight_decay, decoupled, sync, alpha, rows,
             )  # fmt: skip
-            if rows is not None:  # the kernel summed the direction before the ratio scaled it
-                applied = torch.tensor(ratios, dtype=torch.float64)
-                rows[:, RATIO] = applied
-                rows[:, U_SQ] *= applied.square()
+            applied.extend(ratios)
+        if stats is not None:  # the kernel summed the direction before the ratio scaled it
+            ratio = torch.tensor(applied, dtype=torch.float64)
+            stats[:, RATIO] = ratio
+            stats[:, U_SQ] *= ratio.square()
 
     def _sgd(self, ops, group, weights, grads, states, reduce_norms, stats) -> None:
         momentum = float(group["momentum"]) if self.momentum else 0.0
@@ -185,14 +187,14 @@ class FusedKernel:
                     s["momentum_buffer"] = torch.empty_like(w)
         gc, trust = self.gc(group), self.uses_trust(group)
         bufs = [s["momentum_buffer"] for s in states] if momentum != 0 else []
+        applied: list[float] = []
         for b in _batches(weights, reduce_norms) if trust else [slice(None)]:
             ratios = []
             if trust:
                 sq_norms = ops.sgd_trust_norms(weights[b], grads[b], gc)
                 ratios = self._trust_ratios(group, sq_norms, reduce_norms)
             rows = None if stats is None else stats[b]
-            if rows is not None and ratios:
-                rows[:, RATIO] = torch.tensor(ratios, dtype=torch.float64)
+            applied.extend(ratios)
             ops.sgd_step(
                 weights[b],
                 grads[b],
@@ -207,6 +209,8 @@ class FusedKernel:
                 gc,
                 rows,
             )
+        if stats is not None and applied:  # the ratios the step applied, for telemetry
+            stats[:, RATIO] = torch.tensor(applied, dtype=torch.float64)
 
 
 #: Elements of whole tensors per two-pass batch on the CPU: the second pass then finds what the
