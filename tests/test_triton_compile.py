@@ -28,6 +28,7 @@ SCRIPT = textwrap.dedent(
 
     tables = {"ptrs": "*i64", "n": "i64", "info": "*i64", "tasks": "*i64", "ratios": "*fp32",
               "partials": "*fp32", "ctl": "*fp32"}
+    with_stats = dict(tables, stats="*fp32")  # the telemetry variants' one more table
     adam = dict(tables, scal="*fp32", beta1="fp32", beta2="fp32", eps="fp32", wd_in="fp32",
                 wd_out="fp32", alpha="fp32")
     sgd = dict(tables, lr="fp32", momentum="fp32", dampening="fp32", weight_decay="fp32")
@@ -44,6 +45,13 @@ SCRIPT = textwrap.dedent(
         build(tk.sgd_kernel, sgd, W_DTYPE=w, G_DTYPE=w, MODE=mode, GC=True, MOMENTUM=True,
               NESTEROV=True, TRUST=True, ROWS=16, COLS=64)
     build(tk.segment_sum, {"partials": "*fp32", "bounds": "*i64", "out": "*fp32"})
+    # telemetry: the stats variants (their MODE 1 for SGD is sgd_kernel's) and their reduction
+    for mode, w in ((0, tl.bfloat16), (1, tl.float32), (2, tl.float16)):
+        build(tk.adam_stats_kernel, dict(adam, **with_stats), W_DTYPE=w, G_DTYPE=w, MODE=mode,
+              GC=True, LOOKAHEAD=True, ROWS=16, COLS=64)
+    build(tk.sgd_stats_kernel, dict(sgd, **with_stats), W_DTYPE=tl.bfloat16, G_DTYPE=tl.bfloat16,
+          MODE=0, GC=True, MOMENTUM=True, NESTEROV=True, TRUST=True, ROWS=16, COLS=64)
+    build(tk.segment_stats, {"partials": "*fp32", "bounds": "*i64", "out": "*fp64"})
     print("compiled")
     """
 )
