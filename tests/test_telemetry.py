@@ -473,3 +473,39 @@ def test_float32_sums_over_many_tasks_and_spans(name, monkeypatch):
         assert set(fast) == set(ref), (step, sorted(set(fast) ^ set(ref)))
         for key, value in ref.items():
             assert fast[key] == pytest.approx(value, rel=2e-5, abs=1e-7), (step, key)
+
+
+def test_a_kernel_that_cannot_record_sends_the_recorded_step_to_the_reference_path(monkeypatch):
+    """FSDP2 shards' fused step would need its sums reduced over ranks: it does not record, so a
+    recorded step runs the probes on the reference path (and the unrecorded ones stay fused)."""
+    from rangerlab import fused
+    from rangerlab.fused import sharded
+
+    assert sharded.ShardedStep(fused.kernel_for([])).records is False  # not the inner's True
+    real, picked = fused.select, []
+
+    def as_shards(*args):
+        kernel = real(*args)
+        picked.append(None if kernel is None else sharded.ShardedStep(kernel))
+        return picked[-1]
+
+    monkeypatch.setattr(fused, "select", as_shards)
+    monkeypatch.setattr(sharded.ShardedStep, "__call__", lambda self, *a, **k: self.inner(*a, **k))
+    cls, kwargs, kind = PRESETS["ranger"]
+    named = make_params()
+    params = [p for _, p in named]
+    opt = cls(named, telemetry=2, **kwargs)
+    probes = []
+    real_probed = telemetry.probed
+    monkeypatch.setattr(telemetry, "probed", lambda *a: probes.append(1) or real_probed(*a))
+    for t in range(1, 5):
+        got, checked = step_and_read(opt, params, t)
+        if t % 2 == 0:
+            assert_matches(got, expected(kind, opt.param_groups[0], *checked))
+    assert len(probes) == 2  # steps 2 and 4 recorded through the probes
+    opt = cls(named, fused=True, telemetry=True, **kwargs)
+    for p, grad in zip(params, grads(1, params)):
+        p.grad = grad
+    if fused.available():
+        with pytest.raises(ValueError, match="FSDP2"):
+            opt.step()
