@@ -66,14 +66,13 @@ from .transforms.radam import _rectifier, rectification
 class Recorder:
     """Accumulates one optimizer's telemetry between reads (see the module docstring).
 
-    Per-tensor values are summed as tensors, one running sum per (quantity, bucket of names),
-    where they were computed (no host transfer until `read`); per-step numbers as Python floats.
+    Per-tensor values are summed as tensors, one running sum per bucket of names (a table of
+    names by quantities), where they were computed (no host transfer until `read`); per-step
+    numbers as Python floats.
     """
 
     def __init__(self) -> None:
         self.names: dict[int, str] = {}  # id(param) -> name, from name_parameters
-        # (quantity, names) -> [sum, count]: float64 tensors (count an int when never masked)
-        self._tensors: dict[tuple[str, tuple[str, ...]], list] = {}
         # (quantities, names) -> [sums (n, q), counts (n, q) or an int]: `add_table`'s buckets
         self._tables: dict[tuple[tuple[str, ...], tuple[str, ...]], list] = {}
         self._count_cache: dict[tuple, Tensor] = {}
@@ -98,19 +97,7 @@ class Recorder:
         if not names:
             return
         stacked = values if isinstance(values, Tensor) else torch.stack(list(values))
-        stacked = stacked.detach().reshape(-1).to(torch.float64)
-        count: Tensor | int = 1
-        if mask is not None:
-            mask = mask.detach().reshape(-1).expand(len(names)).to(stacked.device)
-            stacked = torch.where(mask, stacked, 0.0)
-            count = mask.to(torch.float64)
-        key = (quantity, tuple(names))
-        entry = self._tensors.get(key)
-        if entry is None:
-            self._tensors[key] = [stacked.clone(), count if isinstance(count, int) else count]
-        else:
-            entry[0] += stacked
-            entry[1] = entry[1] + count
+        self.add_table(names, {quantity: stacked}, {} if mask is None else {quantity: mask})
 
     def add_table(
         self,
@@ -174,13 +161,6 @@ class Recorder:
     def read(self, reset: bool = True) -> dict[str, float]:
         """The mean of every key over the interval, plus ``steps``; ``reset`` starts a new one."""
         sums, counts = dict(self._sums), dict(self._counts)
-        for (quantity, names), (total, count) in self._tensors.items():
-            per_name = count.tolist() if isinstance(count, Tensor) else [count] * len(names)
-            for name, value, n in zip(names, total.tolist(), per_name, strict=True):
-                if n:
-                    key = f"{quantity}/{name}"
-                    sums[key] = sums.get(key, 0.0) + value
-                    counts[key] = counts.get(key, 0) + n
         for (quantities, names), (total, count) in self._tables.items():
             rows = total.tolist()
             per = count.tolist() if isinstance(count, Tensor) else None
@@ -195,7 +175,6 @@ class Recorder:
         out["steps"] = float(self.steps)
         out["recorded_steps"] = float(self.recorded)
         if reset:
-            self._tensors.clear()
             self._tables.clear()
             self._sums.clear()
             self._counts.clear()
@@ -457,10 +436,8 @@ class _Exit(_Probe):
 def probed(
     optimizer: torch.optim.Optimizer, group: dict[str, Any], transforms: Sequence[Transform]
 ) -> tuple[Transform, ...]:
-    """``transforms`` between the two telemetry probes (the chain used when telemetry is on).
-
-    The probes are not fused-kernel links, so a probed chain takes the reference path.
-    """
+    """``transforms`` between the two telemetry probes: the chain of a recorded step that no
+    fused kernel records (the reference path; the probes are not fused-kernel links)."""
     index = next((i for i, g in enumerate(optimizer.param_groups) if g is group), None)
     if index is None:  # a group being added: it is not in param_groups yet
         return tuple(transforms)

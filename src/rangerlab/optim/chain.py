@@ -243,7 +243,6 @@ class Chain(Optimizer):
             [torch.view_as_real(p.detach()) for p in params] if params[0].is_complex() else params
         )
         kernel = fused.select(group, transforms, real)
-        stats = None
         if names is not None:  # telemetry: the kernel fills the stats, or the probes record
             if kernel is not None and not getattr(kernel, "records", False):
                 if group["fused"]:
@@ -294,13 +293,13 @@ class Chain(Optimizer):
                 complex_views.grads,
                 complex_views.states,
             )
-        recording = {}  # a kernel that records gets the stats to fill (others never see them)
+        # telemetry: a kernel that records gets the stats to fill (others never see them)
+        recording, stats = {}, None
         if names is not None and kernel is not None:
             stats = fused.new_stats(len(weights), weights[0].device)
             recording = {"stats": stats}
         if on_device:  # the Triton step counts steps and takes GradScaler's tensors itself
             kernel(group, weights, grads, states, control, **recording)
-            steps = [s["step"] for s in states] if stats is not None else []
         else:
             step_counters = [s["step"] for s in states]
             torch._foreach_add_(step_counters, 1.0)
@@ -310,8 +309,8 @@ class Chain(Optimizer):
             else:
                 self._reference_step(group, transforms, params, weights, grads, states, steps)
         if stats is not None:
-            if steps and isinstance(steps[0], torch.Tensor):
-                steps = torch.stack([t.reshape(()) for t in steps])
+            if on_device:  # the counters the kernel advanced, on the device
+                steps = torch.stack([s["step"].reshape(()) for s in states])
             bucket_names = [names[id(p)] for p in params]
             telemetry.record_stats(self, group, kernel, bucket_names, weights, stats, steps)
         if complex_views is not None:
