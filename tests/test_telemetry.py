@@ -41,6 +41,17 @@ PRESETS = {
         {"adam": "adam", "trust": "lamb"},
     ),
     "ranger": (rangerlab.Ranger, dict(lr=0.01, k=3, alpha=0.6), {"adam": "radam", "lookahead": 1}),
+    # alpha < 0.5: the sync's other formula (torch's lerp picks by the weight's size)
+    "ranger_alpha0.3": (
+        rangerlab.Ranger,
+        dict(lr=0.01, k=2, alpha=0.3),
+        {"adam": "radam", "lookahead": 1},
+    ),
+    "ranger_lars_alpha0.3": (
+        rangerlab.RangerLARS,
+        dict(lr=0.01, k=2, alpha=0.3, weight_decay=0.01),
+        {"adam": "radam", "trust": "lamb", "lookahead": 1},
+    ),
     "ranger_lars": (
         rangerlab.RangerLARS,
         dict(lr=0.01, k=3, alpha=0.6, weight_decay=0.01),

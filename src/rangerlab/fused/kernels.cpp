@@ -198,34 +198,6 @@ struct AdamArgs {
     wj = sj;                                                                              \
   }
 
-// Lookahead's sync over [b, stop) with telemetry's sum of (fast - slow)^2 before it: RANGERLAB_SYNC's
-// arithmetic, with the alpha_small choice taken outside the loops (GCC leaves one of the two
-// versions it would make of a loop with that choice inside unvectorized).
-template <typename T>
-inline T sync_with_distance(T* __restrict__ w, T* __restrict__ slow, int64_t b, int64_t stop,
-                            T alpha, bool alpha_small) {
-  const T alpha_r = T(1) - alpha;
-  T sd = 0;
-  if (alpha_small) {
-#pragma omp simd reduction(+ : sd)
-    for (int64_t j = b; j < stop; ++j) {
-      const T dj = w[j] - slow[j];
-      sd += dj * dj;
-      slow[j] = slow[j] + alpha * dj;
-      w[j] = slow[j];
-    }
-  } else {
-#pragma omp simd reduction(+ : sd)
-    for (int64_t j = b; j < stop; ++j) {
-      const T dj = w[j] - slow[j];
-      sd += dj * dj;
-      slow[j] = w[j] - dj * alpha_r;
-      w[j] = slow[j];
-    }
-  }
-  return sd;
-}
-
 // Calls f(bool_constant<flag>...) in the flags' order: runtime flags to template parameters.
 template <typename F>
 void with_flags(const F& f) {
@@ -353,21 +325,34 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
       const int64_t stop = std::min(len, b + kStatSpan);
       T sw = 0, sg = 0, su = 0, sd = 0, sq = 0, sq2 = 0, shift = 0;
       if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b] - mean, v[b]);
-#pragma omp simd reduction(+ : sw, sg, su, sq, sq2)
-      for (int64_t j = b; j < stop; ++j) {
-        sw += w[j] * w[j];
-        sg += g[j] * g[j];
-        RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
-        RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
-        su += u * u;
-        if constexpr (kAdaptive) {
-          const T q = RANGERLAB_ADAM_FACTOR(v[j]) - shift;
-          sq += q, sq2 += q * q;
+      // The sync (on sync steps) in the same loop, with RANGERLAB_SYNC's choice of formula made
+      // outside it: GCC leaves a loop with that choice inside unvectorized.
+      const auto span = [&](auto alpha_is_small) {
+        constexpr bool kAlphaSmall = decltype(alpha_is_small)::value;
+#pragma omp simd reduction(+ : sw, sg, su, sq, sq2, sd)
+        for (int64_t j = b; j < stop; ++j) {
+          sw += w[j] * w[j];
+          sg += g[j] * g[j];
+          RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+          RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
+          su += u * u;
+          if constexpr (kAdaptive) {
+            const T q = RANGERLAB_ADAM_FACTOR(v[j]) - shift;
+            sq += q, sq2 += q * q;
+          }
+          w[j] = w[j] + neg_lr * u;
+          if constexpr (kSync) {
+            const T dj = w[j] - slow[j];
+            sd += dj * dj;
+            slow[j] = kAlphaSmall ? slow[j] + alpha * dj : w[j] - dj * alpha_r;
+            w[j] = slow[j];
+          }
         }
-        w[j] = w[j] + neg_lr * u;
-      }
-      if constexpr (kSync) {  // its own loop over the span, still in cache
-        sd = sync_with_distance(w, slow, b, stop, alpha, alpha_small);
+      };
+      if (kSync && alpha_small) {
+        span(std::true_type{});
+      } else {
+        span(std::false_type{});
       }
       st->w_sq += sw, st->g_sq += sg, st->u_sq += su, st->dist_sq += sd;
       if constexpr (kAdaptive) add_factors(st, stop - b, sq, sq2);
@@ -426,14 +411,28 @@ void adam_apply_row(const AdamArgs<T>& s, T r, T* __restrict__ w, const T* __res
       w[j] = w[j] + neg_lr * (u * r);
       RANGERLAB_SYNC(w[j], slow[j]);
     }
-  } else {  // telemetry on a sync step: ||fast - slow|| before the sync
-    for (int64_t b = 0; b < len; b += kStatSpan) {
-      const int64_t stop = std::min(len, b + kStatSpan);
-      for (int64_t j = b; j < stop; ++j) {
-        RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
-        w[j] = w[j] + neg_lr * (u * r);
+  } else {  // telemetry on a sync step: ||fast - slow|| before the sync (as in adam_row)
+    const auto spans = [&](auto alpha_is_small) {
+      constexpr bool kAlphaSmall = decltype(alpha_is_small)::value;
+      for (int64_t b = 0; b < len; b += kStatSpan) {
+        const int64_t stop = std::min(len, b + kStatSpan);
+        T sd = 0;
+#pragma omp simd reduction(+ : sd)
+        for (int64_t j = b; j < stop; ++j) {
+          RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
+          w[j] = w[j] + neg_lr * (u * r);
+          const T dj = w[j] - slow[j];
+          sd += dj * dj;
+          slow[j] = kAlphaSmall ? slow[j] + alpha * dj : w[j] - dj * alpha_r;
+          w[j] = slow[j];
+        }
+        st->dist_sq += sd;
       }
-      st->dist_sq += sync_with_distance(w, slow, b, stop, alpha, alpha_small);
+    };
+    if (alpha_small) {
+      spans(std::true_type{});
+    } else {
+      spans(std::false_type{});
     }
   }
 }
