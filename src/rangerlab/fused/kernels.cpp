@@ -212,11 +212,9 @@ void with_flags(const F& f, bool flag, Rest... rest) {
   }
 }
 
-// Telemetry (rangerlab/fused/stats.py): what one task adds to its tensor's row of the stats
-// tensor. Sums of squares are taken per span like every other sum here; the adaptive factor's
-// mean and spread are combined span by span (Chan et al.), so the variance does not come from a
-// difference of two large sums.
-struct SpanMoments {
+// Telemetry (rangerlab/fused/stats.py): count, mean and sum of squared deviations, merged with
+// Chan et al.'s rule (the adaptive factor's, task by task into its tensor's row).
+struct Moments {
   double n = 0, mean = 0, m2 = 0;
   void merge(double nb, double mean_b, double m2_b) {
     if (nb == 0) return;
@@ -225,16 +223,17 @@ struct SpanMoments {
     m2 += m2_b + delta * delta * n * nb / total;
     n = total;
   }
-  void merge(const SpanMoments& o) { merge(o.n, o.mean, o.m2); }
+  void merge(const Moments& o) { merge(o.n, o.mean, o.m2); }
 };
 
-// The adaptive factor's sums are taken about one value per task (shifted data: its first
-// factor), so a span adds two numbers and the task's moments are formed once, at the end.
+// What one task adds to its tensor's row of the stats tensor. The adaptive factor's sums are
+// taken about one value per task (shifted data, factor_shift), so a span adds two numbers and the
+// task's moments are formed once, at the end.
 struct TaskStats {
   double w_sq = 0, g_sq = 0, u_sq = 0, gc_sq = 0, dist_sq = 0;
   double q_n = 0, q_shift = 0, q_sum = 0, q_sum_sq = 0;
-  SpanMoments moments() const {
-    SpanMoments m;
+  Moments moments() const {
+    Moments m;
     if (q_n > 0) {
       m.merge(q_n, q_shift + q_sum / q_n, std::max(q_sum_sq - q_sum * q_sum / q_n, 0.0));
     }
@@ -286,14 +285,13 @@ double* stats_rows(const std::optional<Tensor>& stats, int64_t n) {
 template <typename TaskList>
 void fold_stats(double* out, const TaskList& tasks, const std::vector<TaskStats>& per_task) {
   if (out == nullptr) return;
-  std::vector<SpanMoments> q;
   for (size_t t = 0; t < tasks.size(); ++t) {
     double* row = out + kColumns * tasks[t].index;
     const TaskStats& s = per_task[t];
     row[kWSq] += s.w_sq, row[kGSq] += s.g_sq, row[kUSq] += s.u_sq;
     row[kGcSq] += s.gc_sq, row[kDistSq] += s.dist_sq;
     if (s.q_n == 0) continue;
-    SpanMoments m{row[kQN], row[kQMean], row[kQM2]};
+    Moments m{row[kQN], row[kQMean], row[kQM2]};
     m.merge(s.moments());
     row[kQN] = m.n, row[kQMean] = m.mean, row[kQM2] = m.m2;
   }
@@ -438,7 +436,7 @@ void adam_apply_row(const AdamArgs<T>& s, T r, T* __restrict__ w, const T* __res
 }
 
 // Adam family: Adam/AdamW, RAdam, Ranger (+ Lookahead sync). Per tensor i the direction is
-//   u = a_i * m / (sqrt(v) / d_i + eps)   (adaptive_i)   or   u = a_i * m   (RAdam's first steps)
+//   u = a_i * m * (1 / (sqrt(v) / d_i + eps))   (adaptive_i)   or   u = a_i * m   (RAdam's start)
 // with weight decay added to g (coupled) or to u (decoupled). The per-step scalars a, d and
 // adaptive come from the transforms (adam_scalars, radam_scalars): they are not written here.
 struct AdamConfig {
