@@ -17,7 +17,7 @@ operation) makes about ten such passes. The options weighed:
   LARS and Ranger-LARS (the trust ratio needs whole-tensor norms before the update). Parallel
   over row-aligned chunks of all tensors at once, so 2,000 small tensors cost one dispatch.
 
-We use the C++ kernels. The build (14-33 s measured on 2 cores, see the README; announced once
+We use the C++ kernels. The build (14-34 s measured on 2 cores, see the README; announced once
 on stderr) happens at the first fused step, or ahead of time with ``python -m rangerlab.fused``,
 and is reused by every later process (`._build`: the cache key, the lock);
 `_build.build_seconds` reports it. The kernels follow the reference transforms operation by

@@ -84,7 +84,7 @@ def build_dir() -> Path:
 
 
 def load() -> object:
-    """Build ``kernels.cpp`` on first use (14-33 s measured on 2 cores), load it, return the ops.
+    """Build ``kernels.cpp`` on first use (14-34 s measured on 2 cores), load it, return the ops.
 
     Later calls, and later processes, reuse the cached library. A failed build is remembered:
     later calls raise again with its cause instead of retrying.
