@@ -305,6 +305,7 @@ def record_stats(
         "update_norm": update,
         "update_ratio": update / roots[:, columns.W_SQ],
     }
+    f64 = torch.float64
     masks: dict[str, Sequence[bool] | Tensor] = {}  # the rows a quantity is recorded for
     if kernel.uses_trust(group):
         cols["trust_ratio"] = stats[:, columns.RATIO]
@@ -318,19 +319,10 @@ def record_stats(
                 scale = (1.0 - beta2**t).sqrt()  # RAdam's step is sqrt(1-b2^t)/(sqrt(v)+eps)
             else:  # host step counts: the rule on Python numbers, once per count
                 per_step = {t: rectification(t, beta2) for t in set(steps)}
-                if len(per_step) == 1:  # the usual case: one count, numbers broadcast
-                    (t,) = per_step
-                    r = per_step[t]
-                    adaptive = [r is not None] * len(steps)
-                    rect = 0.0 if r is None else r
-                    scale = math.sqrt(1.0 - beta2**t)
-                else:
-                    rects = [per_step[t] for t in steps]
-                    adaptive = [r is not None for r in rects]
-                    rect = torch.tensor([r or 0.0 for r in rects], dtype=torch.float64)
-                    scale = torch.tensor(
-                        [math.sqrt(1.0 - beta2**t) for t in steps], dtype=torch.float64
-                    )
+                rects = [per_step[t] for t in steps]
+                adaptive = [r is not None for r in rects]
+                rect = [r or 0.0 for r in rects]
+                scale = torch.tensor([math.sqrt(1.0 - beta2**t) for t in steps], dtype=f64)
             cols["adaptive"] = (
                 adaptive if isinstance(adaptive, Tensor) else list(map(float, adaptive))
             )

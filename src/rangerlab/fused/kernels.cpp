@@ -297,13 +297,22 @@ void fold_stats(double* out, const TaskList& tasks, const std::vector<TaskStats>
   }
 }
 
-// With kStats the loops below run span by span and keep what telemetry needs (the direction, the
-// adaptive factor, fast - slow) in short buffers that stay in L1, summed after each span; the
-// update itself is the same expression as without, so the weights are bit-identical.
+// With kStats the loops below run span by span (kStatSpan) with the sums as omp simd reductions;
+// the update itself is the same expression as without, so the weights are bit-identical.
 
-// The denominator of the adaptive factor q = 1 / (sqrt(v) / d + eps) of element j (the same
-// expression as the direction's, so the compiler computes it once).
+// The adaptive factor q = 1 / (sqrt(v) / d + eps) of element j (the same expression as in the
+// direction, so the compiler computes it once).
 #define RANGERLAB_ADAM_FACTOR(vj) (T(1) / (std::sqrt(vj) / d + eps))
+
+// RANGERLAB_SYNC with (fast - slow)^2 added to sd first, its lerp formula chosen at compile time
+// (kAlphaSmall): GCC leaves a loop with that choice made inside it unvectorized.
+#define RANGERLAB_SYNC_MEASURED(wj, sj, sd)                                               \
+  {                                                                                       \
+    const T dj = (wj) - (sj);                                                             \
+    sd += dj * dj;                                                                        \
+    sj = kAlphaSmall ? (sj) + alpha * dj : (wj) - dj * alpha_r;                           \
+    wj = sj;                                                                              \
+  }
 
 // One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps.
 template <typename T, bool kAdaptive, bool kSync, bool kSmall, bool kStats>
@@ -323,9 +332,8 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
       const int64_t stop = std::min(len, b + kStatSpan);
       T sw = 0, sg = 0, su = 0, sd = 0, sq = 0, sq2 = 0, shift = 0;
       if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b] - mean, v[b]);
-      // The sync (on sync steps) in the same loop, with RANGERLAB_SYNC's choice of formula made
-      // outside it: GCC leaves a loop with that choice inside unvectorized.
-      const auto span = [&](auto alpha_is_small) {
+      // the sync (on sync steps) in the same loop, measured
+      with_flags([&](auto alpha_is_small) {
         constexpr bool kAlphaSmall = decltype(alpha_is_small)::value;
 #pragma omp simd reduction(+ : sw, sg, su, sq, sq2, sd)
         for (int64_t j = b; j < stop; ++j) {
@@ -339,19 +347,9 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
             sq += q, sq2 += q * q;
           }
           w[j] = w[j] + neg_lr * u;
-          if constexpr (kSync) {
-            const T dj = w[j] - slow[j];
-            sd += dj * dj;
-            slow[j] = kAlphaSmall ? slow[j] + alpha * dj : w[j] - dj * alpha_r;
-            w[j] = slow[j];
-          }
+          if constexpr (kSync) RANGERLAB_SYNC_MEASURED(w[j], slow[j], sd);
         }
-      };
-      if (kSync && alpha_small) {
-        span(std::true_type{});
-      } else {
-        span(std::false_type{});
-      }
+      }, kSync && alpha_small);
       st->w_sq += sw, st->g_sq += sg, st->u_sq += su, st->dist_sq += sd;
       if constexpr (kAdaptive) add_factors(st, stop - b, sq, sq2);
     }
@@ -410,7 +408,7 @@ void adam_apply_row(const AdamArgs<T>& s, T r, T* __restrict__ w, const T* __res
       RANGERLAB_SYNC(w[j], slow[j]);
     }
   } else {  // telemetry on a sync step: ||fast - slow|| before the sync (as in adam_row)
-    const auto spans = [&](auto alpha_is_small) {
+    with_flags([&](auto alpha_is_small) {
       constexpr bool kAlphaSmall = decltype(alpha_is_small)::value;
       for (int64_t b = 0; b < len; b += kStatSpan) {
         const int64_t stop = std::min(len, b + kStatSpan);
@@ -419,19 +417,11 @@ void adam_apply_row(const AdamArgs<T>& s, T r, T* __restrict__ w, const T* __res
         for (int64_t j = b; j < stop; ++j) {
           RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
           w[j] = w[j] + neg_lr * (u * r);
-          const T dj = w[j] - slow[j];
-          sd += dj * dj;
-          slow[j] = kAlphaSmall ? slow[j] + alpha * dj : w[j] - dj * alpha_r;
-          w[j] = slow[j];
+          RANGERLAB_SYNC_MEASURED(w[j], slow[j], sd);
         }
         st->dist_sq += sd;
       }
-    };
-    if (alpha_small) {
-      spans(std::true_type{});
-    } else {
-      spans(std::false_type{});
-    }
+    }, alpha_small);
   }
 }
 

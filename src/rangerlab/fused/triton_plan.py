@@ -354,10 +354,9 @@ class TritonStep:
             tk.sgd_kernel[(count,)](ptrs, n, info, tasks, ctl, partials, ctl, *args,
                                     MODE=1, **flags)  # fmt: skip
             ratios = self._norms(group, partials, bounds, n, device, reduce_norms)
-        if parts is None:
-            tk.sgd_kernel[(count,)](ptrs, n, info, tasks, ctl if ratios is None else ratios,
-                                    partials, ctl, *args, MODE=0, **flags)  # fmt: skip
-        else:  # its update pass also writes the telemetry partials
-            tk.sgd_stats_kernel[(count,)](ptrs, n, info, tasks, ctl if ratios is None else ratios,
-                                          partials, ctl, parts, *args, MODE=0, **flags)  # fmt: skip
+        # the update pass; with telemetry, its variant that also writes the partials
+        kernel = tk.sgd_kernel if parts is None else tk.sgd_stats_kernel
+        extra = () if parts is None else (parts,)
+        kernel[(count,)](ptrs, n, info, tasks, ctl if ratios is None else ratios, partials, ctl,
+                         *extra, *args, MODE=0, **flags)  # fmt: skip
         return ratios
