@@ -308,6 +308,49 @@ def test_interval_mean_and_peek():
     assert opt.telemetry() == {"steps": 0.0, "recorded_steps": 0.0}
 
 
+@pytest.mark.parametrize("lr_kind", ["float", "tensor"])
+@pytest.mark.parametrize("name", ["ranger", "ranger_lars", "adamw", "larc"])
+def test_a_long_interval_is_the_mean_of_its_steps(name, lr_kind):
+    """Read once after more steps than `telemetry.STATS_BATCH` (the fused kernels' stats are
+    turned into quantities in batches): every value is the mean, over the steps that recorded
+    it, of what per-step reads give; with a learning rate that changes every step, RAdam's
+    switch to adaptive steps and Lookahead syncs falling inside one batch."""
+    cls, kwargs, _ = PRESETS[name]
+    steps = 2 * telemetry.STATS_BATCH + 7
+    runs = []
+    for per_step in (True, False):
+        params = [p for _, p in make_params()]
+        kw = dict(kwargs, lr=torch.tensor(kwargs["lr"])) if lr_kind == "tensor" else kwargs
+        opt = cls(list(zip(NAMES, params)), telemetry=True, fused=True, **kw)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + 0.05 * t))
+        reads = []
+        for t in range(1, steps + 1):
+            for p, grad in zip(params, grads(t, params)):
+                p.grad = grad
+            opt.step()
+            sched.step()
+            if per_step:
+                reads.append(opt.telemetry())
+        if not per_step:
+            pending = telemetry.recorder(opt).pending
+            assert sum(map(len, pending.values())) == steps % telemetry.STATS_BATCH  # bounded
+            reads.append(opt.telemetry())
+        runs.append(reads)
+    each, (once,) = runs
+    want = {}
+    for read in each:
+        for key, value in read.items():
+            if key not in ("steps", "recorded_steps"):
+                want.setdefault(key, []).append(value)
+    assert once.pop("steps") == once.pop("recorded_steps") == steps
+    assert set(once) == set(want)
+    for key, values in want.items():
+        assert once[key] == pytest.approx(sum(values) / len(values), rel=1e-9, abs=1e-12), key
+    if name.startswith("ranger"):  # RAdam's two phases and some syncs fell into one batch
+        assert len(want["rectifier/fc.weight"]) == steps - 5
+        assert len(want["lookahead_distance/fc.weight"]) == steps // kwargs["k"]
+
+
 def test_names_from_factory_named_parameters_and_fallback():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
     x = torch.randn(2, 3)

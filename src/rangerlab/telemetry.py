@@ -45,14 +45,16 @@ weights they write are bit-identical to a step without telemetry, so recording n
 trajectory. On the reference path (``foreach=True/False``, chains without a kernel, FSDP2 shards)
 the probes and the transforms add a few norm reductions per tensor instead; that path agrees with
 the fused one to rounding. ``python -m rangerlab.bench`` shows the step times side by side.
-Values stay on the device as tensors until they are read.
+Values stay on the device as tensors until they are read. The kernels' sums of a recorded step
+are kept as they come (one small float64 tensor per bucket) and turned into the quantities for
+up to `STATS_BATCH` steps at once, at a read or when that many have gathered: a recorded step
+adds almost no Python work, and a long interval holds at most that many steps' sums.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +62,7 @@ from torch import Tensor, nn
 from ._ops import foreach_supported
 from .fused import stats as columns
 from .transforms.base import Context, Transform
-from .transforms.radam import _rectifier, rectification
+from .transforms.radam import _rectifier
 
 
 class Recorder:
@@ -78,6 +80,8 @@ class Recorder:
         self._count_cache: dict[tuple, Tensor] = {}
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        # fused-kernel stats of recorded steps not yet turned into quantities (record_stats)
+        self.pending: dict[_StatsLayout, list[_StatsStep]] = {}
         self.steps = 0  # optimizer steps in the interval
         self.seen = 0  # optimizer steps since the recorder was made: decides the sampled steps
         self.recorded = 0  # steps in the interval that recorded per-layer values
@@ -126,13 +130,35 @@ class Recorder:
         counts = self._count_table(quantities, key_names, masks, device) if masks else None
         if counts is not None:
             values = torch.where(counts > 0, values, 0.0)
-        key = (quantities, key_names)
+        self._accumulate((quantities, key_names), values, 1 if counts is None else counts)
+
+    def _accumulate(self, key: tuple, values: Tensor, counts: Tensor | int) -> None:
+        """Add a table of sums (names by quantities) and their counts to the running ones."""
         entry = self._tables.get(key)
         if entry is None:
-            self._tables[key] = [values, 1 if counts is None else counts.clone()]
+            self._tables[key] = [values, counts.clone() if isinstance(counts, Tensor) else counts]
         else:
             entry[0] += values
-            entry[1] = entry[1] + (1 if counts is None else counts)
+            entry[1] = entry[1] + counts
+
+    def flush(self, layout: _StatsLayout | None = None) -> None:
+        """Turn the pending fused-kernel stats (of one bucket layout, or all) into quantities:
+        the recorded steps of a bucket at once, in a few tensor operations."""
+        for key in [layout] if layout is not None else list(self.pending):
+            batch = self.pending.pop(key, None)
+            if not batch:
+                continue
+            cols, masks = _stats_quantities(key, batch)
+            quantities = tuple(cols)
+            values = torch.stack([cols[q] for q in quantities], dim=-1)  # (steps, names, q)
+            if masks:
+                counts = torch.ones_like(values)
+                for q, mask in masks.items():
+                    counts[..., quantities.index(q)] = mask.to(counts.dtype)
+                values = torch.where(counts > 0, values, 0.0)
+                self._accumulate((quantities, key.names), values.sum(0), counts.sum(0))
+            else:
+                self._accumulate((quantities, key.names), values.sum(0), len(batch))
 
     def _count_table(self, quantities, names, masks, device) -> Tensor:
         """1/0 per (name, quantity) from ``masks``; built once per pattern of host masks."""
@@ -160,6 +186,7 @@ class Recorder:
 
     def read(self, reset: bool = True) -> dict[str, float]:
         """The mean of every key over the interval, plus ``steps``; ``reset`` starts a new one."""
+        self.flush()
         sums, counts = dict(self._sums), dict(self._counts)
         for (quantities, names), (total, count) in self._tables.items():
             rows = total.tolist()
@@ -278,6 +305,30 @@ def names_by_param(optimizer: torch.optim.Optimizer, group_index: int) -> dict[i
     return dict(zip(map(id, group["params"]), param_names(optimizer, group_index), strict=True))
 
 
+# Recorded steps whose fused-kernel stats wait, per bucket, to be turned into quantities in one
+# batch (at a read, or when this many have gathered): a step then costs a list append.
+STATS_BATCH = 32
+
+
+class _StatsLayout(NamedTuple):
+    """What a bucket's stats hold (fixed while the group's settings are): the batch key."""
+
+    names: tuple[str, ...]
+    trust: bool
+    adam: bool
+    radam_beta2: float | None
+    gc_rows: tuple[bool, ...] | None  # per tensor: GC centralizes it (dim > 1); None: no GC
+
+
+class _StatsStep(NamedTuple):
+    """One recorded step of a bucket: the kernel's stats and the step's own numbers."""
+
+    stats: Tensor
+    lr: float | Tensor
+    steps: Sequence[int] | Tensor
+    sync: bool | Tensor
+
+
 def record_stats(
     optimizer: torch.optim.Optimizer,
     group: dict[str, Any],
@@ -292,54 +343,80 @@ def record_stats(
     ``kernel`` is the bucket's `rangerlab.fused.FusedKernel` (or the Triton step around one: it
     says which quantities the chain has), ``weights`` the bucket's tensors, ``steps`` each
     tensor's step count after the step (host numbers, or the device counters of the Triton
-    path). Everything stays on ``stats``' device.
+    path). The step's numbers (lr, step counts, the Lookahead sync decision) are taken now; the
+    quantities are formed from up to `STATS_BATCH` steps at once (`Recorder.read`). Everything
+    stays on ``stats``' device.
     """
-    device = stats.device
-    roots = stats[:, : columns.U_SQ + 1].sqrt()  # ||w||, ||g||, ||u||
+    radam = kernel.family == "adam" and kernel.radam
+    layout = _StatsLayout(
+        names=tuple(names),
+        trust=bool(kernel.uses_trust(group)),
+        adam=kernel.family == "adam",
+        radam_beta2=float(group["betas"][1]) if radam else None,
+        # GC leaves tensors of dim <= 1 alone
+        gc_rows=tuple(w.dim() > 1 for w in weights) if kernel.gc(group) else None,
+    )
     lr = group["lr"]
-    lr = lr.detach().to(device, torch.float64) if isinstance(lr, Tensor) else float(lr)
-    update = roots[:, columns.U_SQ] * lr
+    lr = lr.detach().to(stats.device, torch.float64, copy=True) if isinstance(lr, Tensor) else lr
+    sync = kernel.sync(group)
+    rec = recorder(optimizer)
+    pending = rec.pending.setdefault(layout, [])
+    pending.append(_StatsStep(stats, lr, steps, sync if isinstance(sync, Tensor) else bool(sync)))
+    if len(pending) >= STATS_BATCH:
+        rec.flush(layout)
+
+
+def _stats_quantities(
+    layout: _StatsLayout, batch: Sequence[_StatsStep]
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The quantities of a batch of recorded steps, each a (steps, tensors) float64 tensor,
+    and the masks of the entries they are recorded for (where absent: all)."""
+    stats = torch.stack([b.stats for b in batch])  # (K, n, columns)
+    device, f64 = stats.device, torch.float64
+    k, n = stats.shape[:2]
+
+    def per_step(values: list) -> Tensor:  # numbers or tensors, one per step -> (K, 1)
+        if not any(isinstance(v, Tensor) for v in values):
+            return torch.tensor(values, dtype=f64, device=device).reshape(k, 1)
+        return torch.stack(
+            [torch.as_tensor(v, dtype=f64, device=device).reshape(()) for v in values]
+        ).reshape(k, 1)
+
+    roots = stats[..., : columns.U_SQ + 1].sqrt()  # ||w||, ||g||, ||u||
+    update = roots[..., columns.U_SQ] * per_step([b.lr for b in batch])
     cols = {
-        "weight_norm": roots[:, columns.W_SQ],
-        "grad_norm": roots[:, columns.G_SQ],
+        "weight_norm": roots[..., columns.W_SQ],
+        "grad_norm": roots[..., columns.G_SQ],
         "update_norm": update,
-        "update_ratio": update / roots[:, columns.W_SQ],
+        "update_ratio": update / roots[..., columns.W_SQ],
     }
-    f64 = torch.float64
-    masks: dict[str, Sequence[bool] | Tensor] = {}  # the rows a quantity is recorded for
-    if kernel.uses_trust(group):
-        cols["trust_ratio"] = stats[:, columns.RATIO]
-    if kernel.family == "adam":
+    masks: dict[str, Tensor] = {}
+    if layout.trust:
+        cols["trust_ratio"] = stats[..., columns.RATIO]
+    if layout.adam:
         scale: float | Tensor = 1.0
-        if kernel.radam:
-            beta2 = float(group["betas"][1])
-            if isinstance(steps, Tensor):  # device counters: decided on the device
-                t = steps.to(device, torch.float64).reshape(-1)
-                rect, adaptive = _rectifier(t, beta2)
-                scale = (1.0 - beta2**t).sqrt()  # RAdam's step is sqrt(1-b2^t)/(sqrt(v)+eps)
-            else:  # host step counts: the rule on Python numbers, once per count
-                per_step = {t: rectification(t, beta2) for t in set(steps)}
-                rects = [per_step[t] for t in steps]
-                adaptive = [r is not None for r in rects]
-                rect = [r or 0.0 for r in rects]
-                scale = torch.tensor([math.sqrt(1.0 - beta2**t) for t in steps], dtype=f64)
-            cols["adaptive"] = (
-                adaptive if isinstance(adaptive, Tensor) else list(map(float, adaptive))
-            )
+        if layout.radam_beta2 is not None:
+            beta2 = layout.radam_beta2
+            if all(isinstance(b.steps, Tensor) for b in batch):  # device counters
+                t = torch.stack([b.steps.to(device, f64).reshape(-1) for b in batch])
+            else:
+                t = torch.tensor([list(b.steps) for b in batch], dtype=f64, device=device)
+            rect, adaptive = _rectifier(t, beta2)
+            scale = (1.0 - beta2**t).sqrt()  # RAdam's step is sqrt(1-b2^t)/(sqrt(v)+eps)
+            cols["adaptive"] = adaptive.to(f64)
             cols["rectifier"] = rect
             masks["rectifier"] = masks["adaptive_lr_mean"] = masks["adaptive_lr_cv"] = adaptive
-        mean = stats[:, columns.Q_MEAN]
+        mean = stats[..., columns.Q_MEAN]
         cols["adaptive_lr_mean"] = mean * scale
-        cols["adaptive_lr_cv"] = (stats[:, columns.Q_M2] / stats[:, columns.Q_N]).sqrt() / mean
-    if kernel.gc(group):  # GC leaves tensors of dim <= 1 alone
-        cols["gc_removed_norm"] = stats[:, columns.GC_SQ].sqrt()
-        masks["gc_removed_norm"] = [w.dim() > 1 for w in weights]
-    sync = kernel.sync(group)
-    if isinstance(sync, Tensor) or sync:
-        cols["lookahead_distance"] = stats[:, columns.DIST_SQ].sqrt()
-        if isinstance(sync, Tensor):
-            masks["lookahead_distance"] = sync.reshape(1).expand(len(names))
-    recorder(optimizer).add_table(names, cols, masks)
+        cols["adaptive_lr_cv"] = (stats[..., columns.Q_M2] / stats[..., columns.Q_N]).sqrt() / mean
+    if layout.gc_rows is not None:
+        cols["gc_removed_norm"] = stats[..., columns.GC_SQ].sqrt()
+        masks["gc_removed_norm"] = torch.tensor(layout.gc_rows, device=device).expand(k, n)
+    syncs = [b.sync for b in batch]
+    if any(isinstance(s, Tensor) or s for s in syncs):
+        cols["lookahead_distance"] = stats[..., columns.DIST_SQ].sqrt()
+        masks["lookahead_distance"] = per_step(syncs).expand(k, n) > 0
+    return cols, masks
 
 
 def norms(tensors: Sequence[Tensor]) -> list[Tensor]:
