@@ -110,37 +110,48 @@ inline double span_sq(const T* __restrict__ x, int64_t b, int64_t stop, T shift 
   return lanes_total<T>((a0 + a1) + (a2 + a3)) + static_cast<double>(tail);
 }
 
-// Sum (or sum of squares) of x[0, len) - shift.
-template <typename T, bool kSquare>
-inline double lane_sum(const T* __restrict__ x, int64_t len, T shift = T(0)) {
-  double total = 0.0;
+// The sum of g[0, len) for GC's mean and, with kSq (telemetry), the sum of g^2 from the same
+// loads, in spans (kSpan) of two accumulators each (so the additions are not one dependent
+// chain). The sum is taken the same way with and without kSq, so a recorded step centralizes
+// exactly as an unrecorded one.
+template <typename T, bool kSq>
+inline void row_sums(const T* __restrict__ g, int64_t len, double& sum, double& sum_sq) {
   for (int64_t b = 0; b < len; b += kSpan) {
     const int64_t stop = std::min(len, b + kSpan);
-    if constexpr (kSquare) {
-      total += span_sq(x, b, stop, shift);
-    } else {
-      Vec<T> acc = {};
-      T tail = 0;
-      int64_t j = b;
-      for (; j + kLanes<T> <= stop; j += kLanes<T>) acc += load<T>(x + j) - shift;
-      for (; j < stop; ++j) tail += x[j] - shift;
-      total += lanes_total<T>(acc) + static_cast<double>(tail);
+    Vec<T> s0 = {}, s1 = {}, q0 = {}, q1 = {};
+    T s_tail = 0, q_tail = 0;
+    int64_t j = b;
+    for (; j + 2 * kLanes<T> <= stop; j += 2 * kLanes<T>) {
+      const Vec<T> y0 = load<T>(g + j), y1 = load<T>(g + j + kLanes<T>);
+      s0 += y0, s1 += y1;
+      if constexpr (kSq) q0 += y0 * y0, q1 += y1 * y1;
     }
+    for (; j < stop; ++j) {
+      s_tail += g[j];
+      if constexpr (kSq) q_tail += g[j] * g[j];
+    }
+    sum += lanes_total<T>(s0 + s1) + static_cast<double>(s_tail);
+    if constexpr (kSq) sum_sq += lanes_total<T>(q0 + q1) + static_cast<double>(q_tail);
   }
-  return total;
 }
 
-// Calls row_fn(begin, length, mean) for every centralization row of the task (one span with
-// mean 0 when the tensor is not centralized).
-template <typename T, typename F>
-inline void for_rows(const Task& task, const T* g, bool centralize, const F& row_fn) {
+// Calls row_fn(begin, length, mean, in_rows) for every centralization row of the task (GC on a
+// tensor with dim() > 1; in_rows is std::true_type), else once for the whole task with mean 0
+// (std::false_type). With kSq (telemetry) each row's sum of g^2 is added to g_sq from the pass
+// that takes its mean, so the update loop of a row need not carry that sum.
+template <bool kSq, typename T, typename F>
+inline void for_rows(const Task& task, const T* g, bool centralize, double* g_sq,
+                     const F& row_fn) {
   if (!centralize || task.row == 0) {
-    row_fn(task.begin, task.end - task.begin, T(0));
+    row_fn(task.begin, task.end - task.begin, T(0), std::false_type{});
     return;
   }
   for (int64_t r = task.begin; r < task.end; r += task.row) {
     const int64_t len = std::min(task.end, r + task.row) - r;
-    row_fn(r, len, static_cast<T>(lane_sum<T, false>(g + r, len) / static_cast<double>(task.row)));
+    double sum = 0, sum_sq = 0;
+    row_sums<T, kSq>(g + r, len, sum, sum_sq);
+    if constexpr (kSq) *g_sq += sum_sq;
+    row_fn(r, len, static_cast<T>(sum / static_cast<double>(task.row)), std::true_type{});
   }
 }
 
@@ -267,7 +278,9 @@ inline void add_factors(TaskStats* st, int64_t len, T sum, T sum_sq) {
 // arithmetic is untouched, so the weights are bit-identical to the loop without them). Sums run
 // over one span at a time in the data type, then add into doubles. The adaptive factor is
 // summed about a value near the task's factors (factor_shift: shifted data), and tasks merge with
-// Chan et al.'s rule, so its variance never comes from a difference of two large sums.
+// Chan et al.'s rule, so its variance never comes from a difference of two large sums. On a GC
+// row the sum of g^2 is taken in the pass that takes the row's mean (for_rows, from the same
+// loads), which leaves the update loop one sum (and one register) fewer (kRowGSq).
 
 // The stats columns (stats.py's order) and the per-task sums folded into them in task order, so
 // the result is deterministic.
@@ -315,7 +328,8 @@ void fold_stats(double* out, const TaskList& tasks, const std::vector<TaskStats>
   }
 
 // One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps.
-template <typename T, bool kAdaptive, bool kSync, bool kSmall, bool kStats>
+// kRowGSq: the row's sum of g^2 was taken with its mean (for_rows), not here.
+template <typename T, bool kAdaptive, bool kSync, bool kSmall, bool kStats, bool kRowGSq>
 void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
               T* __restrict__ m, T* __restrict__ v, T* __restrict__ slow, int64_t len, T mean,
               TaskStats* st) {
@@ -338,7 +352,7 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
 #pragma omp simd reduction(+ : sw, sg, su, sq, sq2, sd)
         for (int64_t j = b; j < stop; ++j) {
           sw += w[j] * w[j];
-          sg += g[j] * g[j];
+          if constexpr (!kRowGSq) sg += g[j] * g[j];
           RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
           RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
           su += u * u;
@@ -357,7 +371,7 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
 }
 
 // Trust-ratio pass 1: moments, and the squared norms of the direction and of the weights.
-template <typename T, bool kAdaptive, bool kSmall, bool kStats>
+template <typename T, bool kAdaptive, bool kSmall, bool kStats, bool kRowGSq>
 void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __restrict__ g,
                     T* __restrict__ m, T* __restrict__ v, int64_t len, T mean, double& u_sq,
                     double& w_sq, TaskStats* st) {
@@ -378,7 +392,7 @@ void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __re
       if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b] - mean, v[b]);
 #pragma omp simd reduction(+ : sg, sq, sq2)
       for (int64_t j = b; j < stop; ++j) {
-        sg += g[j] * g[j];
+        if constexpr (!kRowGSq) sg += g[j] * g[j];
         RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
         RANGERLAB_ADAM_DIRECTION(uj, w[j], m[j], v[j]);
         u[j - b] = uj;
@@ -476,9 +490,10 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
       TaskStats* st = out != nullptr ? &per_task[t] : nullptr;
       with_flags(
           [&](auto A, auto S, auto B, auto R) {
-            for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+            double* row_g_sq = st != nullptr ? &st->g_sq : nullptr;
+            for_rows<R()>(task, g, gc, row_g_sq, [&](int64_t b, int64_t len, T mean, auto rows) {
               if constexpr (R()) st->gc_sq += static_cast<double>(len) * mean * mean;
-              adam_row<T, A(), S(), B(), R()>(s, w + b, g + b, m + b, v + b,
+              adam_row<T, A(), S(), B(), R(), R() && rows()>(s, w + b, g + b, m + b, v + b,
                                               slow ? slow + b : nullptr, len, mean, st);
             });
           },
@@ -518,10 +533,10 @@ Tensor adam_trust_norms(at::TensorList params, at::TensorList grads, at::TensorL
       TaskStats* st = &per_task[t];
       with_flags(
           [&](auto A, auto B, auto R) {
-            for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+            for_rows<R()>(task, g, gc, &st->g_sq, [&](int64_t b, int64_t len, T mean, auto rows) {
               if constexpr (R()) st->gc_sq += static_cast<double>(len) * mean * mean;
-              adam_norms_row<T, A(), B(), R()>(s, w + b, g + b, m + b, v + b, len, mean,
-                                               st->u_sq, st->w_sq, st);
+              adam_norms_row<T, A(), B(), R(), R() && rows()>(s, w + b, g + b, m + b, v + b, len,
+                                                              mean, st->u_sq, st->w_sq, st);
             });
           },
           s.adaptive, s.b1_small, out != nullptr);
@@ -581,7 +596,7 @@ struct SgdArgs {
 
 // d = r * (g - mean + wd * w); torch-SGD momentum; w -= lr * (v or d + mu v). Decay that is
 // off is a 0 factor and a missing trust ratio a factor 1, both exact.
-template <typename T, bool kMomentum, bool kFirst, bool kNesterov, bool kStats>
+template <typename T, bool kMomentum, bool kFirst, bool kNesterov, bool kStats, bool kRowGSq>
 void sgd_row(const SgdArgs<T>& s, T* __restrict__ w, const T* __restrict__ g, T* __restrict__ v,
              int64_t len, T mean, TaskStats* st) {
   const T wd = s.decay ? s.wd : T(0), mu = s.mu, keep = s.keep, neg_lr = s.neg_lr, r = s.r;
@@ -603,7 +618,7 @@ void sgd_row(const SgdArgs<T>& s, T* __restrict__ w, const T* __restrict__ g, T*
 #pragma omp simd reduction(+ : sw, sg, su)
       for (int64_t j = b; j < stop; ++j) {
         sw += w[j] * w[j];
-        sg += g[j] * g[j];
+        if constexpr (!kRowGSq) sg += g[j] * g[j];
         RANGERLAB_SGD_DIRECTION(j);
         su += dj * dj;
         w[j] = w[j] + neg_lr * dj;
@@ -657,7 +672,7 @@ Tensor sgd_trust_norms(at::TensorList params, at::TensorList grads, bool gc) {
     run(tasks, [&](int64_t t, const Task& task) {
       const T* g = grads[task.index].data_ptr<T>();
       const T* w = params[task.index].data_ptr<T>();
-      for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+      for_rows<false>(task, g, gc, nullptr, [&](int64_t b, int64_t len, T mean, auto) {
         sq_norms_row(w + b, g + b, len, mean, g_sq[t], w_sq[t]);
       });
     });
@@ -702,10 +717,11 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
       TaskStats* st = out != nullptr ? &per_task[t] : nullptr;
       with_flags(
           [&](auto M, auto F, auto N, auto R) {
-            for_rows(task, g, gc, [&](int64_t b, int64_t len, T mean) {
+            double* row_g_sq = st != nullptr ? &st->g_sq : nullptr;
+            for_rows<R()>(task, g, gc, row_g_sq, [&](int64_t b, int64_t len, T mean, auto rows) {
               if constexpr (R()) st->gc_sq += static_cast<double>(len) * mean * mean;
-              sgd_row<T, M(), F(), N(), R()>(s, w + b, g + b, v ? v + b : nullptr, len, mean,
-                                             st);
+              sgd_row<T, M(), F(), N(), R(), R() && rows()>(s, w + b, g + b, v ? v + b : nullptr,
+                                                            len, mean, st);
             });
           },
           s.momentum, s.first, s.nesterov, st != nullptr);
