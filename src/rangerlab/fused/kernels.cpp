@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -45,11 +46,25 @@ std::vector<Task> make_tasks(at::TensorList params, bool gc) {
   return tasks;
 }
 
+// Runs body(t, tasks[t]) for every task on ATen's thread pool. Each thread takes the next task
+// from a shared counter instead of a fixed half of the list: tasks differ in cost (GC rows, the
+// short tail of a tensor, a step with telemetry's sums), and with fixed halves one thread waited
+// for the other at the end of every kernel. Which thread runs a task changes nothing: a task
+// writes only its own elements and its own per-task sums, folded in task order afterwards.
 template <typename F>
-void run(const std::vector<Task>& tasks, const F& body, int64_t from = 0, int64_t to = -1) {
-  to = to < 0 ? static_cast<int64_t>(tasks.size()) : to;
-  at::parallel_for(from, to, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) body(t, tasks[t]);
+void run(const std::vector<Task>& tasks, const F& body) {
+  const int64_t n = static_cast<int64_t>(tasks.size());
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), n);
+  if (workers <= 1 || at::in_parallel_region()) {
+    for (int64_t t = 0; t < n; ++t) body(t, tasks[t]);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < n;
+         t = next.fetch_add(1, std::memory_order_relaxed)) {
+      body(t, tasks[t]);
+    }
   });
 }
 
