@@ -373,6 +373,26 @@ def test_names_from_factory_named_parameters_and_fallback():
         telemetry.name_parameters(opt, [1])
 
 
+def test_names_follow_changes_to_the_group_between_steps():
+    """The names of a recorded step are kept between steps: a tensor swapped into the group,
+    or an edited ``param_names``, shows under its new name at the next step."""
+    model = torch.nn.Linear(3, 2)
+    opt = rangerlab.Adam(model.named_parameters(), telemetry=True)
+
+    def step():
+        for p in opt.param_groups[0]["params"]:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        return {k.split("/", 1)[1] for k in opt.telemetry() if k.startswith("grad_norm/")}
+
+    assert step() == {"weight", "bias"}
+    opt.param_groups[0]["param_names"][1] = "renamed_bias"
+    assert step() == {"weight", "renamed_bias"}
+    opt.param_groups[0]["params"][0] = torch.nn.Parameter(torch.zeros(2, 3))
+    del opt.param_groups[0]["param_names"]  # the new tensor has no name: the fallback
+    assert step() == {"group0.param0", "group0.param1"}
+
+
 def test_skipped_steps_and_lr_per_group():
     p = torch.nn.Parameter(torch.ones(3))
     q = torch.nn.Parameter(torch.ones(2))

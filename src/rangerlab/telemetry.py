@@ -75,6 +75,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.names: dict[int, str] = {}  # id(param) -> name, from name_parameters
+        self.names_cache: dict[int, tuple[tuple, dict[int, str]]] = {}  # names_by_param's
         # (quantities, names) -> [sums (n, q), counts (n, q) or an int]: `add_table`'s buckets
         self._tables: dict[tuple[tuple[str, ...], tuple[str, ...]], list] = {}
         self._count_cache: dict[tuple, Tensor] = {}
@@ -300,9 +301,27 @@ class BucketProbe:
 
 
 def names_by_param(optimizer: torch.optim.Optimizer, group_index: int) -> dict[int, str]:
-    """``id(param) -> name`` for group ``group_index`` (see `param_names`)."""
+    """``id(param) -> name`` for group ``group_index`` (see `param_names`).
+
+    Kept between steps while the group's tensors, its ``param_names`` and the names known to
+    the recorder stay the same (the key is checked every step), so a recorded step does not
+    rebuild it tensor by tensor.
+    """
     group = optimizer.param_groups[group_index]
-    return dict(zip(map(id, group["params"]), param_names(optimizer, group_index), strict=True))
+    rec = recorder(optimizer)
+    given = group.get("param_names")
+    key = (
+        group_index,
+        tuple(map(id, group["params"])),
+        None if given is None else tuple(given),
+        len(rec.names),
+    )
+    cached = rec.names_cache.get(group_index)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    names = dict(zip(key[1], param_names(optimizer, group_index), strict=True))
+    rec.names_cache[group_index] = (key, names)
+    return names
 
 
 # Recorded steps whose fused-kernel stats wait, per bucket, to be turned into quantities in one
@@ -317,7 +336,7 @@ class _StatsLayout(NamedTuple):
     trust: bool
     adam: bool
     radam_beta2: float | None
-    gc_rows: tuple[bool, ...] | None  # per tensor: GC centralizes it (dim > 1); None: no GC
+    gc: bool  # the chain centralizes gradients (of the tensors with dim > 1)
 
 
 class _StatsStep(NamedTuple):
@@ -327,6 +346,8 @@ class _StatsStep(NamedTuple):
     lr: float | Tensor
     steps: Sequence[int] | Tensor
     sync: bool | Tensor
+    # per tensor: GC centralizes it (dim > 1); taken on a batch's first step only (layout.gc)
+    gc_rows: tuple[bool, ...] | None
 
 
 def record_stats(
@@ -353,15 +374,16 @@ def record_stats(
         trust=bool(kernel.uses_trust(group)),
         adam=kernel.family == "adam",
         radam_beta2=float(group["betas"][1]) if radam else None,
-        # GC leaves tensors of dim <= 1 alone
-        gc_rows=tuple(w.dim() > 1 for w in weights) if kernel.gc(group) else None,
+        gc=bool(kernel.gc(group)),
     )
     lr = group["lr"]
     lr = lr.detach().to(stats.device, torch.float64, copy=True) if isinstance(lr, Tensor) else lr
     sync = kernel.sync(group)
     rec = recorder(optimizer)
     pending = rec.pending.setdefault(layout, [])
-    pending.append(_StatsStep(stats, lr, steps, sync if isinstance(sync, Tensor) else bool(sync)))
+    sync = sync if isinstance(sync, Tensor) else bool(sync)
+    gc_rows = tuple(w.dim() > 1 for w in weights) if layout.gc and not pending else None
+    pending.append(_StatsStep(stats, lr, steps, sync, gc_rows))
     if len(pending) >= STATS_BATCH:
         rec.flush(layout)
 
@@ -409,9 +431,9 @@ def _stats_quantities(
         mean = stats[..., columns.Q_MEAN]
         cols["adaptive_lr_mean"] = mean * scale
         cols["adaptive_lr_cv"] = (stats[..., columns.Q_M2] / stats[..., columns.Q_N]).sqrt() / mean
-    if layout.gc_rows is not None:
+    if layout.gc:  # GC leaves tensors of dim <= 1 alone
         cols["gc_removed_norm"] = stats[..., columns.GC_SQ].sqrt()
-        masks["gc_removed_norm"] = torch.tensor(layout.gc_rows, device=device).expand(k, n)
+        masks["gc_removed_norm"] = torch.tensor(batch[0].gc_rows, device=device).expand(k, n)
     syncs = [b.sync for b in batch]
     if any(isinstance(s, Tensor) or s for s in syncs):
         cols["lookahead_distance"] = stats[..., columns.DIST_SQ].sqrt()
