@@ -518,7 +518,7 @@ def test_grad_scaler_steps_record_unscaled_gradients_and_skips():
     assert opt.telemetry()["steps"] == 0.0  # a step torch skips is not a step
 
 
-@pytest.mark.parametrize("name", ["ranger", "ranger_lars", "lars", "adam"])
+@pytest.mark.parametrize("name", ["ranger", "ranger_lars", "lars", "adam", "sgd"])
 def test_float32_sums_over_many_tasks_and_spans(name, monkeypatch):
     """The fused kernels' float32 sums, split over parallel tasks, spans and (trust ratios)
     batches, against the reference path's float32 reductions (torch's own norms, std_mean)."""
@@ -528,7 +528,13 @@ def test_float32_sums_over_many_tasks_and_spans(name, monkeypatch):
     if not fused.available():
         pytest.skip("no C++ compiler: the fused kernels cannot be built here")
     monkeypatch.setattr(plans, "BATCH", 40_000)  # several trust-ratio batches
-    shapes = {"conv.weight": (300, 3, 9, 11), "flat": (70_001,), "bias": (5,)}
+    # GC rows of 297 elements, and of 9,000 (longer than a row's span, kRowStatSpan)
+    shapes = {
+        "conv.weight": (300, 3, 9, 11),
+        "long.weight": (6, 9_000),
+        "flat": (70_001,),
+        "bias": (5,),
+    }
     cls, kwargs, _ = PRESETS[name]
     reads = []
     for path in ({"fused": True}, {"foreach": True}):

@@ -270,6 +270,11 @@ struct TaskStats {
 // Elements per telemetry span: long enough that a span's horizontal sums cost little, short
 // enough that its sums in the data type (128 terms per lane) stay accurate.
 constexpr int64_t kStatSpan = 1024;
+// A GC row's spans: the row's sums end with the row anyway, so spans within it would only add
+// epilogues (a row of ResNet-18's layer 4, 4,608 elements, took five); up to 1,024 terms per
+// lane, still accurate for the telemetry's single-precision sums (tested against float64 with
+// rows longer than this).
+constexpr int64_t kRowStatSpan = 8192;
 
 // The value the task's adaptive factors are summed about (shifted data): element b's factor
 // after this step's moment update, set once per task.
@@ -325,8 +330,9 @@ void fold_stats(double* out, const TaskList& tasks, const std::vector<TaskStats>
   }
 }
 
-// With kStats the loops below run span by span (kStatSpan) with the sums as omp simd reductions;
-// the update itself is the same expression as without, so the weights are bit-identical.
+// With kStats the loops below run span by span (kStatSpan; kRowStatSpan on a GC row) with the
+// sums as omp simd reductions; the update itself is the same expression as without, so the
+// weights are bit-identical.
 
 // The adaptive factor q = 1 / (sqrt(v) / d + eps) of element j (the same expression as in the
 // direction, so the compiler computes it once).
@@ -357,8 +363,9 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
       RANGERLAB_SYNC(w[j], slow[j]);
     }
   } else {
-    for (int64_t b = 0; b < len; b += kStatSpan) {
-      const int64_t stop = std::min(len, b + kStatSpan);
+    constexpr int64_t kSpanLen = kRowGSq ? kRowStatSpan : kStatSpan;
+    for (int64_t b = 0; b < len; b += kSpanLen) {
+      const int64_t stop = std::min(len, b + kSpanLen);
       T sw = 0, sg = 0, su = 0, sd = 0, sq = 0, sq2 = 0, shift = 0;
       if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b] - mean, v[b]);
       // the sync (on sync steps) in the same loop, measured
@@ -627,8 +634,9 @@ void sgd_row(const SgdArgs<T>& s, T* __restrict__ w, const T* __restrict__ g, T*
       w[j] = w[j] + neg_lr * dj;
     }
   } else {
-    for (int64_t b = 0; b < len; b += kStatSpan) {
-      const int64_t stop = std::min(len, b + kStatSpan);
+    constexpr int64_t kSpanLen = kRowGSq ? kRowStatSpan : kStatSpan;
+    for (int64_t b = 0; b < len; b += kSpanLen) {
+      const int64_t stop = std::min(len, b + kSpanLen);
       T sw = 0, sg = 0, su = 0;
 #pragma omp simd reduction(+ : sw, sg, su)
       for (int64_t j = b; j < stop; ++j) {
