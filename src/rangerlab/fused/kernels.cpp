@@ -150,26 +150,6 @@ inline void row_sums(const T* __restrict__ g, int64_t len, double& sum, double& 
   }
 }
 
-// Calls row_fn(begin, length, mean, in_rows) for every centralization row of the task (GC on a
-// tensor with dim() > 1; in_rows is std::true_type), else once for the whole task with mean 0
-// (std::false_type). With kSq (telemetry) each row's sum of g^2 is added to g_sq from the pass
-// that takes its mean, so the update loop of a row need not carry that sum.
-template <bool kSq, typename T, typename F>
-inline void for_rows(const Task& task, const T* g, bool centralize, double* g_sq,
-                     const F& row_fn) {
-  if (!centralize || task.row == 0) {
-    row_fn(task.begin, task.end - task.begin, T(0), std::false_type{});
-    return;
-  }
-  for (int64_t r = task.begin; r < task.end; r += task.row) {
-    const int64_t len = std::min(task.end, r + task.row) - r;
-    double sum = 0, sum_sq = 0;
-    row_sums<T, kSq>(g + r, len, sum, sum_sq);
-    if constexpr (kSq) *g_sq += sum_sq;
-    row_fn(r, len, static_cast<T>(sum / static_cast<double>(task.row)), std::true_type{});
-  }
-}
-
 void check_lists(std::initializer_list<at::TensorList> lists, int64_t n) {
   for (const auto& l : lists) {
     TORCH_CHECK(static_cast<int64_t>(l.size()) == n, "rangerlab fused: list lengths differ");
@@ -291,6 +271,27 @@ inline T factor_shift(TaskStats* st, const Args& s, T wb, T gb, T vb) {
 template <typename T>
 inline void add_factors(TaskStats* st, int64_t len, T sum, T sum_sq) {
   st->q_n += static_cast<double>(len), st->q_sum += sum, st->q_sum_sq += sum_sq;
+}
+
+// Calls row_fn(begin, length, mean, in_rows) for every centralization row of the task (GC on a
+// tensor with dim() > 1; in_rows is std::true_type), else once for the whole task with mean 0
+// (std::false_type). With kSq (telemetry) each row adds to st its sum of g^2, from the pass that
+// takes its mean (so the row's update loop need not carry that sum), and its removed mean.
+template <bool kSq, typename T, typename F>
+inline void for_rows(const Task& task, const T* g, bool centralize, TaskStats* st,
+                     const F& row_fn) {
+  if (!centralize || task.row == 0) {
+    row_fn(task.begin, task.end - task.begin, T(0), std::false_type{});
+    return;
+  }
+  for (int64_t r = task.begin; r < task.end; r += task.row) {
+    const int64_t len = std::min(task.end, r + task.row) - r;
+    double sum = 0, sum_sq = 0;
+    row_sums<T, kSq>(g + r, len, sum, sum_sq);
+    const T mean = static_cast<T>(sum / static_cast<double>(task.row));
+    if constexpr (kSq) st->g_sq += sum_sq, st->gc_sq += static_cast<double>(len) * mean * mean;
+    row_fn(r, len, mean, std::true_type{});
+  }
 }
 
 // Telemetry sums inside the update loops: `#pragma omp simd reduction` lets the compiler keep
@@ -512,11 +513,10 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
       TaskStats* st = out != nullptr ? &per_task[t] : nullptr;
       with_flags(
           [&](auto A, auto S, auto B, auto R) {
-            double* row_g_sq = st != nullptr ? &st->g_sq : nullptr;
-            for_rows<R()>(task, g, gc, row_g_sq, [&](int64_t b, int64_t len, T mean, auto rows) {
-              if constexpr (R()) st->gc_sq += static_cast<double>(len) * mean * mean;
+            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean, auto rows) {
               adam_row<T, A(), S(), B(), R(), R() && rows()>(s, w + b, g + b, m + b, v + b,
-                                              slow ? slow + b : nullptr, len, mean, st);
+                                                            slow ? slow + b : nullptr, len, mean,
+                                                            st);
             });
           },
           s.adaptive, s.sync, s.b1_small, st != nullptr);
@@ -555,8 +555,7 @@ Tensor adam_trust_norms(at::TensorList params, at::TensorList grads, at::TensorL
       TaskStats* st = &per_task[t];
       with_flags(
           [&](auto A, auto B, auto R) {
-            for_rows<R()>(task, g, gc, &st->g_sq, [&](int64_t b, int64_t len, T mean, auto rows) {
-              if constexpr (R()) st->gc_sq += static_cast<double>(len) * mean * mean;
+            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean, auto rows) {
               adam_norms_row<T, A(), B(), R(), R() && rows()>(s, w + b, g + b, m + b, v + b, len,
                                                               mean, st->u_sq, st->w_sq, st);
             });
@@ -740,9 +739,7 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
       TaskStats* st = out != nullptr ? &per_task[t] : nullptr;
       with_flags(
           [&](auto M, auto F, auto N, auto R) {
-            double* row_g_sq = st != nullptr ? &st->g_sq : nullptr;
-            for_rows<R()>(task, g, gc, row_g_sq, [&](int64_t b, int64_t len, T mean, auto rows) {
-              if constexpr (R()) st->gc_sq += static_cast<double>(len) * mean * mean;
+            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean, auto rows) {
               sgd_row<T, M(), F(), N(), R(), R() && rows()>(s, w + b, g + b, v ? v + b : nullptr,
                                                             len, mean, st);
             });
