@@ -528,7 +528,7 @@ def test_float32_sums_over_many_tasks_and_spans(name, monkeypatch):
     if not fused.available():
         pytest.skip("no C++ compiler: the fused kernels cannot be built here")
     monkeypatch.setattr(plans, "BATCH", 40_000)  # several trust-ratio batches
-    # GC rows of 297 elements, and of 9,000 (longer than a row's span, kRowStatSpan)
+    # GC rows of 297 elements and of 9,000, and tasks of 32,768 (both longer than a span, kStatSpan)
     shapes = {
         "conv.weight": (300, 3, 9, 11),
         "long.weight": (6, 9_000),

@@ -125,29 +125,24 @@ inline double span_sq(const T* __restrict__ x, int64_t b, int64_t stop, T shift 
   return lanes_total<T>((a0 + a1) + (a2 + a3)) + static_cast<double>(tail);
 }
 
-// The sum of g[0, len) for GC's mean and, with kSq (telemetry), the sum of g^2 from the same
-// loads, in spans (kSpan) of two accumulators each (so the additions are not one dependent
-// chain). The sum is taken the same way with and without kSq, so a recorded step centralizes
-// exactly as an unrecorded one.
-template <typename T, bool kSq>
-inline void row_sums(const T* __restrict__ g, int64_t len, double& sum, double& sum_sq) {
+// The sum of g[0, len) for GC's mean, in spans (kSpan) of two accumulators each (so the
+// additions are not one dependent chain). Telemetry's sum of g^2 is taken in the update loop,
+// with the other sums (taking it here instead measured no faster, within this machine's noise).
+template <typename T>
+inline double row_sum(const T* __restrict__ g, int64_t len) {
+  double sum = 0;
   for (int64_t b = 0; b < len; b += kSpan) {
     const int64_t stop = std::min(len, b + kSpan);
-    Vec<T> s0 = {}, s1 = {}, q0 = {}, q1 = {};
-    T s_tail = 0, q_tail = 0;
+    Vec<T> s0 = {}, s1 = {};
+    T s_tail = 0;
     int64_t j = b;
     for (; j + 2 * kLanes<T> <= stop; j += 2 * kLanes<T>) {
-      const Vec<T> y0 = load<T>(g + j), y1 = load<T>(g + j + kLanes<T>);
-      s0 += y0, s1 += y1;
-      if constexpr (kSq) q0 += y0 * y0, q1 += y1 * y1;
+      s0 += load<T>(g + j), s1 += load<T>(g + j + kLanes<T>);
     }
-    for (; j < stop; ++j) {
-      s_tail += g[j];
-      if constexpr (kSq) q_tail += g[j] * g[j];
-    }
+    for (; j < stop; ++j) s_tail += g[j];
     sum += lanes_total<T>(s0 + s1) + static_cast<double>(s_tail);
-    if constexpr (kSq) sum_sq += lanes_total<T>(q0 + q1) + static_cast<double>(q_tail);
   }
+  return sum;
 }
 
 void check_lists(std::initializer_list<at::TensorList> lists, int64_t n) {
@@ -247,14 +242,13 @@ struct TaskStats {
   }
 };
 
-// Elements per telemetry span: long enough that a span's horizontal sums cost little, short
-// enough that its sums in the data type (128 terms per lane) stay accurate.
-constexpr int64_t kStatSpan = 1024;
-// A GC row's spans: the row's sums end with the row anyway, so spans within it would only add
-// epilogues (a row of ResNet-18's layer 4, 4,608 elements, took five); up to 1,024 terms per
-// lane, still accurate for the telemetry's single-precision sums (tested against float64 with
-// rows longer than this).
-constexpr int64_t kRowStatSpan = 8192;
+// Elements per telemetry span. A span ends in a horizontal sum of each accumulator and its
+// addition into a double, so longer spans cost less: 8,192 elements (a GC row of ResNet-18's
+// layer 4, 4,608 elements, is one span; a 32,768-element task is four) measured 2-5% faster than
+// 1,024 on recorded steps. That is up to 1,024 terms per lane in the data type, still accurate
+// for the telemetry's single-precision sums (tested against the reference path with spans and rows longer
+// than this).
+constexpr int64_t kStatSpan = 8192;
 
 // The value the task's adaptive factors are summed about (shifted data): element b's factor
 // after this step's moment update, set once per task.
@@ -273,24 +267,21 @@ inline void add_factors(TaskStats* st, int64_t len, T sum, T sum_sq) {
   st->q_n += static_cast<double>(len), st->q_sum += sum, st->q_sum_sq += sum_sq;
 }
 
-// Calls row_fn(begin, length, mean, in_rows) for every centralization row of the task (GC on a
-// tensor with dim() > 1; in_rows is std::true_type), else once for the whole task with mean 0
-// (std::false_type). With kSq (telemetry) each row adds to st its sum of g^2, from the pass that
-// takes its mean (so the row's update loop need not carry that sum), and its removed mean.
-template <bool kSq, typename T, typename F>
+// Calls row_fn(begin, length, mean) for every centralization row of the task (GC on a tensor
+// with dim() > 1), else once for the whole task with mean 0. With kStats (telemetry) each row
+// adds its removed mean's squared norm to st.
+template <bool kStats, typename T, typename F>
 inline void for_rows(const Task& task, const T* g, bool centralize, TaskStats* st,
                      const F& row_fn) {
   if (!centralize || task.row == 0) {
-    row_fn(task.begin, task.end - task.begin, T(0), std::false_type{});
+    row_fn(task.begin, task.end - task.begin, T(0));
     return;
   }
   for (int64_t r = task.begin; r < task.end; r += task.row) {
     const int64_t len = std::min(task.end, r + task.row) - r;
-    double sum = 0, sum_sq = 0;
-    row_sums<T, kSq>(g + r, len, sum, sum_sq);
-    const T mean = static_cast<T>(sum / static_cast<double>(task.row));
-    if constexpr (kSq) st->g_sq += sum_sq, st->gc_sq += static_cast<double>(len) * mean * mean;
-    row_fn(r, len, mean, std::true_type{});
+    const T mean = static_cast<T>(row_sum(g + r, len) / static_cast<double>(task.row));
+    if constexpr (kStats) st->gc_sq += static_cast<double>(len) * mean * mean;
+    row_fn(r, len, mean);
   }
 }
 
@@ -299,9 +290,8 @@ inline void for_rows(const Task& task, const T* g, bool centralize, TaskStats* s
 // arithmetic is untouched, so the weights are bit-identical to the loop without them). Sums run
 // over one span at a time in the data type, then add into doubles. The adaptive factor is
 // summed about a value near the task's factors (factor_shift: shifted data), and tasks merge with
-// Chan et al.'s rule, so its variance never comes from a difference of two large sums. On a GC
-// row the sum of g^2 is taken in the pass that takes the row's mean (for_rows, from the same
-// loads), which leaves the update loop one sum (and one register) fewer (kRowGSq).
+// Chan et al.'s rule, so its variance never comes from a difference of two large sums. The sum
+// of g^2 is that of the gradient as given (before GC).
 
 // The stats columns (stats.py's order) and the per-task sums folded into them in task order, so
 // the result is deterministic.
@@ -331,7 +321,7 @@ void fold_stats(double* out, const TaskList& tasks, const std::vector<TaskStats>
   }
 }
 
-// With kStats the loops below run span by span (kStatSpan; kRowStatSpan on a GC row) with the
+// With kStats the loops below run span by span (kStatSpan, or a GC row's end) with the
 // sums as omp simd reductions; the update itself is the same expression as without, so the
 // weights are bit-identical.
 
@@ -350,8 +340,7 @@ void fold_stats(double* out, const TaskList& tasks, const std::vector<TaskStats>
   }
 
 // One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps.
-// kRowGSq: the row's sum of g^2 was taken with its mean (for_rows), not here.
-template <typename T, bool kAdaptive, bool kSync, bool kSmall, bool kStats, bool kRowGSq>
+template <typename T, bool kAdaptive, bool kSync, bool kSmall, bool kStats>
 void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
               T* __restrict__ m, T* __restrict__ v, T* __restrict__ slow, int64_t len, T mean,
               TaskStats* st) {
@@ -364,9 +353,8 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
       RANGERLAB_SYNC(w[j], slow[j]);
     }
   } else {
-    constexpr int64_t kSpanLen = kRowGSq ? kRowStatSpan : kStatSpan;
-    for (int64_t b = 0; b < len; b += kSpanLen) {
-      const int64_t stop = std::min(len, b + kSpanLen);
+    for (int64_t b = 0; b < len; b += kStatSpan) {
+      const int64_t stop = std::min(len, b + kStatSpan);
       T sw = 0, sg = 0, su = 0, sd = 0, sq = 0, sq2 = 0, shift = 0;
       if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b] - mean, v[b]);
       // the sync (on sync steps) in the same loop, measured
@@ -375,7 +363,7 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
 #pragma omp simd reduction(+ : sw, sg, su, sq, sq2, sd)
         for (int64_t j = b; j < stop; ++j) {
           sw += w[j] * w[j];
-          if constexpr (!kRowGSq) sg += g[j] * g[j];
+          sg += g[j] * g[j];
           RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
           RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);
           su += u * u;
@@ -394,7 +382,7 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
 }
 
 // Trust-ratio pass 1: moments, and the squared norms of the direction and of the weights.
-template <typename T, bool kAdaptive, bool kSmall, bool kStats, bool kRowGSq>
+template <typename T, bool kAdaptive, bool kSmall, bool kStats>
 void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __restrict__ g,
                     T* __restrict__ m, T* __restrict__ v, int64_t len, T mean, double& u_sq,
                     double& w_sq, TaskStats* st) {
@@ -415,7 +403,7 @@ void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __re
       if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b] - mean, v[b]);
 #pragma omp simd reduction(+ : sg, sq, sq2)
       for (int64_t j = b; j < stop; ++j) {
-        if constexpr (!kRowGSq) sg += g[j] * g[j];
+        sg += g[j] * g[j];
         RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
         RANGERLAB_ADAM_DIRECTION(uj, w[j], m[j], v[j]);
         u[j - b] = uj;
@@ -513,10 +501,9 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
       TaskStats* st = out != nullptr ? &per_task[t] : nullptr;
       with_flags(
           [&](auto A, auto S, auto B, auto R) {
-            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean, auto rows) {
-              adam_row<T, A(), S(), B(), R(), R() && rows()>(s, w + b, g + b, m + b, v + b,
-                                                            slow ? slow + b : nullptr, len, mean,
-                                                            st);
+            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean) {
+              adam_row<T, A(), S(), B(), R()>(s, w + b, g + b, m + b, v + b,
+                                              slow ? slow + b : nullptr, len, mean, st);
             });
           },
           s.adaptive, s.sync, s.b1_small, st != nullptr);
@@ -555,9 +542,9 @@ Tensor adam_trust_norms(at::TensorList params, at::TensorList grads, at::TensorL
       TaskStats* st = &per_task[t];
       with_flags(
           [&](auto A, auto B, auto R) {
-            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean, auto rows) {
-              adam_norms_row<T, A(), B(), R(), R() && rows()>(s, w + b, g + b, m + b, v + b, len,
-                                                              mean, st->u_sq, st->w_sq, st);
+            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean) {
+              adam_norms_row<T, A(), B(), R()>(s, w + b, g + b, m + b, v + b, len, mean,
+                                               st->u_sq, st->w_sq, st);
             });
           },
           s.adaptive, s.b1_small, out != nullptr);
@@ -617,7 +604,7 @@ struct SgdArgs {
 
 // d = r * (g - mean + wd * w); torch-SGD momentum; w -= lr * (v or d + mu v). Decay that is
 // off is a 0 factor and a missing trust ratio a factor 1, both exact.
-template <typename T, bool kMomentum, bool kFirst, bool kNesterov, bool kStats, bool kRowGSq>
+template <typename T, bool kMomentum, bool kFirst, bool kNesterov, bool kStats>
 void sgd_row(const SgdArgs<T>& s, T* __restrict__ w, const T* __restrict__ g, T* __restrict__ v,
              int64_t len, T mean, TaskStats* st) {
   const T wd = s.decay ? s.wd : T(0), mu = s.mu, keep = s.keep, neg_lr = s.neg_lr, r = s.r;
@@ -633,14 +620,13 @@ void sgd_row(const SgdArgs<T>& s, T* __restrict__ w, const T* __restrict__ g, T*
       w[j] = w[j] + neg_lr * dj;
     }
   } else {
-    constexpr int64_t kSpanLen = kRowGSq ? kRowStatSpan : kStatSpan;
-    for (int64_t b = 0; b < len; b += kSpanLen) {
-      const int64_t stop = std::min(len, b + kSpanLen);
+    for (int64_t b = 0; b < len; b += kStatSpan) {
+      const int64_t stop = std::min(len, b + kStatSpan);
       T sw = 0, sg = 0, su = 0;
 #pragma omp simd reduction(+ : sw, sg, su)
       for (int64_t j = b; j < stop; ++j) {
         sw += w[j] * w[j];
-        if constexpr (!kRowGSq) sg += g[j] * g[j];
+        sg += g[j] * g[j];
         RANGERLAB_SGD_DIRECTION(j);
         su += dj * dj;
         w[j] = w[j] + neg_lr * dj;
@@ -694,7 +680,7 @@ Tensor sgd_trust_norms(at::TensorList params, at::TensorList grads, bool gc) {
     run(tasks, [&](int64_t t, const Task& task) {
       const T* g = grads[task.index].data_ptr<T>();
       const T* w = params[task.index].data_ptr<T>();
-      for_rows<false>(task, g, gc, nullptr, [&](int64_t b, int64_t len, T mean, auto) {
+      for_rows<false>(task, g, gc, nullptr, [&](int64_t b, int64_t len, T mean) {
         sq_norms_row(w + b, g + b, len, mean, g_sq[t], w_sq[t]);
       });
     });
@@ -739,9 +725,9 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
       TaskStats* st = out != nullptr ? &per_task[t] : nullptr;
       with_flags(
           [&](auto M, auto F, auto N, auto R) {
-            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean, auto rows) {
-              sgd_row<T, M(), F(), N(), R(), R() && rows()>(s, w + b, g + b, v ? v + b : nullptr,
-                                                            len, mean, st);
+            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean) {
+              sgd_row<T, M(), F(), N(), R()>(s, w + b, g + b, v ? v + b : nullptr, len, mean,
+                                             st);
             });
           },
           s.momentum, s.first, s.nesterov, st != nullptr);
