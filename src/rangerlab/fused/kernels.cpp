@@ -229,8 +229,12 @@ struct Moments {
 
 // What one task adds to its tensor's row of the stats tensor. The adaptive factor's sums are
 // taken about one value per task (shifted data, factor_shift), so a span adds two numbers and the
-// task's moments are formed once, at the end.
-struct TaskStats {
+// task's moments are formed once, at the end. Each task's sums have a cache line of their own:
+// neighbouring tasks run on different threads at the same time, and their sums, written at the
+// end of every span or GC row, used to share lines that then bounced between the cores. Ranger's
+// recorded kernel on ResNet-18's shapes, 2 threads, interleaved in one process with each task's
+// sums in a local copy instead (the same effect): 1.07 -> 1.04 of the unrecorded kernel.
+struct alignas(64) TaskStats {
   double w_sq = 0, g_sq = 0, u_sq = 0, gc_sq = 0, dist_sq = 0;
   double q_n = 0, q_shift = 0, q_sum = 0, q_sum_sq = 0;
   Moments moments() const {
@@ -674,21 +678,21 @@ Tensor sgd_trust_norms(at::TensorList params, at::TensorList grads, bool gc) {
   Tensor out = at::zeros({n, 2}, at::kDouble);
   if (n == 0) return out;
   const auto tasks = make_tasks(params, gc);
-  std::vector<double> g_sq(tasks.size(), 0.0), w_sq(tasks.size(), 0.0);
+  std::vector<TaskStats> per_task(tasks.size());  // a cache line per task (TaskStats)
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "rangerlab_sgd_trust_norms", [&] {
     using T = scalar_t;
     run(tasks, [&](int64_t t, const Task& task) {
       const T* g = grads[task.index].data_ptr<T>();
       const T* w = params[task.index].data_ptr<T>();
       for_rows<false>(task, g, gc, nullptr, [&](int64_t b, int64_t len, T mean) {
-        sq_norms_row(w + b, g + b, len, mean, g_sq[t], w_sq[t]);
+        sq_norms_row(w + b, g + b, len, mean, per_task[t].g_sq, per_task[t].w_sq);
       });
     });
   });
   double* o = out.data_ptr<double>();
   for (size_t t = 0; t < tasks.size(); ++t) {
-    o[2 * tasks[t].index] += w_sq[t];
-    o[2 * tasks[t].index + 1] += g_sq[t];
+    o[2 * tasks[t].index] += per_task[t].w_sq;
+    o[2 * tasks[t].index + 1] += per_task[t].g_sq;
   }
   return out;
 }
