@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import random
+import statistics
+
+import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rangerlab import bench
 
@@ -36,3 +43,66 @@ def test_no_profiler_lines_between_table_rows(capfd):
     bench.step_allocation(torch.optim.Adam(bench.make_params([(8, 4)])))
     out, err = capfd.readouterr()
     assert "profiler" not in out + err
+
+
+def test_median_interval_is_the_binomial_order_statistic_interval():
+    values = [float(i) for i in range(1, 31)]
+    assert bench.median_interval(values) == (10.0, 21.0)  # n = 30: x_(10), x_(21), 95.7%
+    assert bench.median_interval(values[::-1]) == (10.0, 21.0)  # order of the blocks is irrelevant
+    assert bench.median_interval([float(i) for i in range(1, 21)]) == (6.0, 15.0)
+    assert bench.median_interval([float(i) for i in range(1, 11)]) == (2.0, 9.0)
+    assert bench.median_interval([1.0] * 6) == (1.0, 1.0)
+    assert bench.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # no 95% interval from 5
+    with pytest.raises(ValueError, match="confidence"):
+        bench.median_interval(values, confidence=1.0)
+
+
+def test_median_interval_covers_the_median_at_its_stated_rate():
+    """Simulated: 4,000 runs of 30 exponential draws (median ln 2); the exact coverage at n = 30
+    is 95.7%, so a narrower interval (too optimistic) or a wider one (too timid) both fail."""
+    gen = random.Random(7)
+    hits = 0
+    for _ in range(4000):
+        lo, hi = bench.median_interval([gen.expovariate(1.0) for _ in range(30)])
+        hits += lo <= math.log(2) <= hi
+    assert 0.945 <= hits / 4000 <= 0.968
+
+
+@given(st.lists(st.floats(0.1, 10.0), min_size=6, max_size=80))
+def test_median_interval_holds_the_sample_median(values):
+    lo, hi = bench.median_interval(values)
+    assert lo <= statistics.median(values) <= hi
+    assert lo in values and hi in values
+
+
+def test_goals_are_judged_on_the_interval():
+    below = [1.02, 1.04, 1.05, 1.06, 1.03, 1.05, 1.04, 1.06]
+    assert bench.judge(1.10, below) == "<= 1.10 met"
+    assert bench.judge(1.10, [r + 0.1 for r in below]) == "<= 1.10 MISSED"
+    # the median (1.095) is within the goal, but the interval holds it: no verdict either way
+    straddling = [1.07, 1.12, 1.09, 1.13, 1.08, 1.11, 1.10, 1.09]
+    assert bench.median_interval(straddling) == (1.07, 1.13)
+    assert bench.judge(1.10, straddling) == "<= 1.10 inconclusive"
+    assert "too few" in bench.judge(1.10, [1.0, 1.0])
+    assert bench.judge(1.10, below, "load average 9.0 on 2 cores") == (
+        "<= 1.10 unreliable (load average 9.0 on 2 cores)"
+    )
+
+
+def test_rows_print_the_interval_and_the_verdict(monkeypatch):
+    monkeypatch.setitem(bench.PARAM_SETS, "tiny", [(8, 4), (3,)])
+    monkeypatch.setattr(bench, "_load_and_cores", lambda: (0.0, 2))
+    monkeypatch.setattr(bench, "unreliable", lambda *a: "")
+    lines = []
+    rows = bench.run(["tiny"], reps=8, with_peers=False, print_fn=lines.append)
+    for row in rows:
+        line = next(x for x in lines if x.startswith(f"| {row['name']} |"))
+        if len(row["ratios"]) < 6:  # a slow path's 3 blocks: no interval to print
+            assert row["interval"] is None and f"| {row['ratio']:.2f} |" in line
+            continue
+        lo, hi = row["interval"]
+        assert lo <= row["ratio"] <= hi
+        assert f"| {row['ratio']:.2f} ({lo:.2f}-{hi:.2f}) |" in line
+        if row["goal"] is not None:
+            assert row["verdict"] == bench.judge(row["goal"], row["ratios"]) != ""
+            assert row["verdict"] in line

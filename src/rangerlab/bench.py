@@ -14,15 +14,21 @@ device between reads, as in training), timed against the same preset with teleme
 of against torch, so its ratio is the recording's overhead (goal: at most 10% on ResNet-18).
 
 Timing: a block is ``k = 6`` steps (one Lookahead cycle, so sync steps count at their real rate);
-steps are timed in blocks, alternating between the optimizer and its torch reference. A goal is
-judged only on a stable timing: where the per-block ratios spread widely, the two halves of the
-run disagree, or the load average exceeds the cores, the row says "unreliable" and why.
+steps are timed in blocks, alternating between the optimizer and its torch reference. Each ratio
+comes with a 95% interval for the median of its per-block ratios (``median_interval``), and a
+goal is judged on that interval (``judge``): "met" when all of it is within the goal, "MISSED"
+when all of it is past the goal, "inconclusive" when it spans the goal. The interval covers the
+noise from block to block within the run, not the drift between runs minutes apart (5-10% on a
+shared 2-core machine): rerun before trusting a verdict near its goal. A goal is judged only on a
+stable timing: where the per-block ratios spread widely, the two halves of the run disagree, or
+the load average exceeds the cores, the row says "unreliable" and why.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import platform
 import statistics
@@ -217,6 +223,73 @@ def time_pair(case: Case, shapes: list[tuple[int, ...]], reps: int) -> dict[str,
     }
 
 
+#: Coverage of the interval printed with each ratio and used to judge its goal.
+CONFIDENCE = 0.95
+
+
+def median_interval(
+    values: list[float], confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """Distribution-free confidence interval for the median of ``values`` (None if too few).
+
+    With the values sorted, x_(1) <= ... <= x_(n), the interval is [x_(k), x_(n+1-k)] for the
+    largest k with P(B <= k - 1) <= (1 - confidence) / 2, B ~ Binomial(n, 1/2): the median lies
+    below x_(k) only if fewer than k values do, so the interval misses it with probability at
+    most 1 - confidence, whatever the values' distribution, as long as they are independent
+    (Conover, *Practical Nonparametric Statistics*, 3rd ed., section 3.2). For n = 30 it is
+    [x_(10), x_(21)], a 95.7% interval. Fewer than 6 values admit no 95% interval: None.
+
+    >>> median_interval([float(i) for i in range(1, 31)])
+    (10.0, 21.0)
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n = len(values)
+    tail, k, mass = (1 - confidence) / 2, 0, 0.0
+    while k < n // 2:
+        mass += math.comb(n, k) / 2**n  # P(B = k)
+        if mass > tail:
+            break
+        k += 1  # P(B <= k - 1) <= tail: x_(k) is still a valid lower end
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
+
+
+def judge(goal: float, ratios: list[float], why_unreliable: str = "") -> str:
+    """The goal column for a ratio goal ``<= goal`` from the per-block ``ratios``.
+
+    "met" when the median's interval (``median_interval``, printed beside the ratio) lies within
+    the goal, "MISSED" when it lies past it, "inconclusive" when it holds the goal, "unreliable"
+    (with ``why_unreliable``) when the timing itself cannot support a verdict.
+
+    >>> judge(1.10, [1.02, 1.04, 1.05, 1.06, 1.03, 1.05, 1.04, 1.06])
+    '<= 1.10 met'
+    >>> judge(1.10, [1.07, 1.12, 1.09, 1.13, 1.08, 1.11, 1.10, 1.12])
+    '<= 1.10 inconclusive'
+    """
+    if why_unreliable:
+        return f"<= {goal:.2f} unreliable ({why_unreliable})"
+    interval = median_interval(ratios)
+    if interval is None:
+        return f"<= {goal:.2f} inconclusive ({len(ratios)} blocks: too few for an interval)"
+    lo, hi = interval
+    if hi <= goal:
+        return f"<= {goal:.2f} met"
+    if lo > goal:
+        return f"<= {goal:.2f} MISSED"
+    return f"<= {goal:.2f} inconclusive"
+
+
+def format_ratio(ratio: float, ratios: list[float]) -> str:
+    """``ratio`` with its interval, as the tables print it: ``1.06 (1.04-1.08)``."""
+    interval = median_interval(ratios)
+    if interval is None:
+        return f"{ratio:.2f}"
+    return f"{ratio:.2f} ({interval[0]:.2f}-{interval[1]:.2f})"
+
+
 #: A timing is unreliable when its per-block ratios spread by more than this (interquartile
 #: range over median), or the medians of its two halves differ by more than this.
 MAX_SPREAD = 0.25
@@ -339,19 +412,26 @@ def run(sets: list[str], reps: int, with_peers: bool, print_fn=print) -> list[di
                 goal = goal * 1.5 if case.goal_small else None
             verdict = ""
             why = unreliable(r["ratios"], *_load_and_cores())
-            if goal is not None and why:
-                verdict = f"<= {goal:.2f} unreliable ({why})"
-                unreliable_rows += 1
-            elif goal is not None:
-                verdict = f"<= {goal:.2f} {'met' if r['ratio'] <= goal else 'MISSED'}"
+            if goal is not None:
+                verdict = judge(goal, r["ratios"], why)
+                unreliable_rows += bool(why)
             ref = case.reference_label or (
                 "torch Adam fused" if case.reference == "adam" else "torch SGD fused"
             )
-            row = dict(set=set_name, name=case.name, goal=goal, unreliable=why, **r)
+            row = dict(
+                set=set_name,
+                name=case.name,
+                goal=goal,
+                verdict=verdict,
+                interval=median_interval(r["ratios"]),
+                unreliable=why,
+                **r,
+            )
             rows.append(row)
             print_fn(
                 f"| {case.name} | {r['seconds'] * 1e3:.2f} | {r['seconds'] * 1e9 / n:.2f} "
-                f"| {case.bytes_per_param * n / r['seconds'] / 1e9:.1f} | {r['ratio']:.2f} "
+                f"| {case.bytes_per_param * n / r['seconds'] / 1e9:.1f} "
+                f"| {format_ratio(r['ratio'], r['ratios'])} "
                 f"| {ref} | {verdict} | {r['state_bytes']:.0f} | {_size(r['step_alloc'])} |"
             )
     if unreliable_rows:
