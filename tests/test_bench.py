@@ -106,3 +106,29 @@ def test_rows_print_the_interval_and_the_verdict(monkeypatch):
         if row["goal"] is not None:
             assert row["verdict"] == bench.judge(row["goal"], row["ratios"]) != ""
             assert row["verdict"] in line
+
+
+def test_pairs_share_their_parameters_and_telemetry_is_its_own_reference():
+    """Separate copies of the memory on each side biased ratios by where they lay: the torch
+    reference steps the same tensors, and the telemetry rows switch one optimizer on and off."""
+    params = bench.make_params([(8, 4), (3,)])
+    cases = {case.name: case for case in bench.ours()}
+    seen = []
+
+    def timer(opt):
+        seen.append((opt, [g.get("telemetry") for g in opt.param_groups]))
+        return 1.0
+
+    mine, theirs, opt = bench.paired_blocks(
+        cases["rangerlab.Ranger (telemetry=True)"], params, 3, timer
+    )
+    assert len(mine) == len(theirs) == 3
+    assert all(o is opt for o, _ in seen)
+    assert [flags for _, flags in seen] == [[True], [False]] * 4  # warm-up, then 3 pairs
+    assert opt.param_groups[0]["telemetry"] is True  # left on for the report
+    seen.clear()
+    bench.paired_blocks(cases["rangerlab.Ranger"], params, 2, timer)
+    ours, ref = seen[0][0], seen[1][0]
+    assert isinstance(ref, torch.optim.Adam) and ours is not ref
+    for o in (ours, ref):
+        assert [id(p) for p in o.param_groups[0]["params"]] == [id(p) for p in params]

@@ -3,13 +3,13 @@
 The same cases as the CPU benchmark (`rangerlab.bench`), on CUDA tensors: rangerlab's
 presets on their default path (the fused Triton step), the reference path, torch's foreach RAdam
 and the peers that import, each timed in blocks of 6 steps (one Lookahead cycle) with CUDA
-events, alternating with torch's fused Adam or SGD in the same process (the ``telemetry=True``
-rows: with the same preset unrecorded); ``ratio`` is the median of the per-block ratios, with
-its 95% interval, and a goal is judged on that interval (`rangerlab.bench.judge`: met,
-MISSED or inconclusive). Parameter sets: ResNet-18's shapes (11.7M), GPT-2 small's (124M) and
-2,000 tensors of 64x64. ``floor`` is the time the bytes the algorithm must move take at the
-GPU's measured copy bandwidth. The goals are issue 12's (1.5 for every goal on the small-tensor
-set).
+events, alternating with torch's fused Adam or SGD in the same process on the same parameters
+(the ``telemetry=True`` rows: with the same optimizer unrecorded); ``ratio`` is the median of
+the per-block ratios, with its 95% interval, and a goal is judged on that interval
+(`rangerlab.bench.judge`: met, MISSED or inconclusive). Parameter sets: ResNet-18's shapes
+(11.7M), GPT-2 small's (124M) and 2,000 tensors of 64x64. ``floor`` is the time the bytes the
+algorithm must move take at the GPU's measured copy bandwidth. The goals are issue 12's (1.5 for
+every goal on the small-tensor set).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import statistics
 import torch
 
 from . import bench
-from .bench import ADAM_BYTES, BLOCK, SGD_BYTES, TORCH, Case
+from .bench import ADAM_BYTES, BLOCK, SGD_BYTES, Case
 
 #: Ratio goals on an H100/H200-class GPU (issue 12), by case name.
 GOALS = {
@@ -70,15 +70,10 @@ def _block(opt: torch.optim.Optimizer) -> float:
 
 
 def time_pair(case: Case, shapes: list[tuple[int, ...]], reps: int) -> dict[str, float]:
-    """Median step time of ``case`` and its ratio to its reference, alternating blocks."""
-    opt = case.make(make_params(shapes))
-    ref = (case.reference_make or TORCH[case.reference])(make_params(shapes))
-    _block(opt), _block(ref)  # warm-up: state, tables and compiled kernels are made
-    mine, theirs = [], []
-    for _ in range(reps):
-        mine.append(_block(opt))
-        theirs.append(_block(ref))
-    del opt, ref
+    """Median step time of ``case`` and its ratio to its reference (`rangerlab.bench.paired_blocks`,
+    timed with CUDA events)."""
+    mine, theirs, opt = bench.paired_blocks(case, make_params(shapes), reps, _block)
+    del opt
     torch.cuda.empty_cache()
     ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
     return {
