@@ -3,11 +3,11 @@
 For each optimizer and parameter set (ResNet-18's parameter shapes; 2,000 tensors of 64x64) it
 prints the median time of a step with fixed gradients, ns per parameter, the effective bandwidth
 (the bytes the algorithm must move, over the time), the ratio to torch's fused Adam or SGD
-measured in the same process on the same parameters and interleaved with it (median of per-block
-ratios, so a noisy neighbour slows both sides of a pair alike), the optimizer state in bytes per parameter, and the
-bytes allocated during one step. Peers that users would otherwise pick (pytorch_optimizer,
-torch_optimizer, pytorch_ranger, timm.optim) are timed the same way when they can be imported.
-The limit is the machine's copy bandwidth, measured first.
+measured in the same process on the same parameters and interleaved with it (median of
+per-block ratios, so a noisy neighbour slows both sides of a pair alike), the optimizer state in
+bytes per parameter, and the bytes allocated during one step. Peers that users would otherwise
+pick (pytorch_optimizer, torch_optimizer, pytorch_ranger, timm.optim) are timed the same way
+when they can be imported. The limit is the machine's copy bandwidth, measured first.
 
 Telemetry: each preset also runs with ``telemetry=True`` (every step recorded, values left on the
 device between reads, as in training), timed against the same optimizer with telemetry switched
@@ -220,10 +220,11 @@ def paired_blocks(
     """``reps`` block times of ``case`` and of its reference, alternating, and the optimizer.
 
     Both step the same parameter tensors and gradients (``params``), and a case with a
-    ``switch`` (telemetry on and off) is its own reference, state and all. Where the two sides
-    own separate copies, where those copies happen to lie in memory moved their ratio by up to
-    15% on the development machine (telemetry "saving" 11% in one run): an offset that no
-    number of blocks averages away.
+    ``switch`` (telemetry on and off) is its own reference, state and all, so that where two
+    copies of the memory happen to lie cannot favour one side in every block (an offset that no
+    number of blocks averages away). What this does not remove: on the development machine, at
+    2 threads, the unrecorded LARS step took 8.4 ms in some processes and 9.2 ms in others, so
+    its telemetry row read 0.90-1.06 from run to run; single-threaded runs did not show it.
     """
     opt = case.make(params)
     if case.switch is None:
