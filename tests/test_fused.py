@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -279,3 +280,32 @@ def test_cuda_bench_sets_and_refusal(capsys):
         assert "CUDA is not available" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["--sets", "gpt2-small"])  # a GPU-only set
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.kwargs.get("weight_decay")], ids=str)
+def test_a_weight_of_inf_steps_as_on_the_reference_path(case):
+    """Weight decay that is off adds no term at all (as in torch and the reference path), so an
+    inf weight leaves its moments finite instead of 0 * inf turning them into NaN, and the other
+    elements step as usual. (With decay on, the fused kernels still add the unused kind, coupled
+    or decoupled, as a 0 factor: there an inf weight still gives NaN moments.)"""
+    runs = []
+    for path in ("fused", "foreach"):
+        params = make_params(torch.float32)
+        for p in params:
+            if p.numel() > 1:
+                p.data.view(-1)[1] = math.inf
+        opt = case.ours(params, **PATHS[path])
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        runs.append((params, opt))
+    (fast, fast_opt), (ref, ref_opt) = runs
+    for pf, pr in zip(fast, ref, strict=True):
+        pairs = [(pf, pr)] + [(fast_opt.state[pf][k], v) for k, v in ref_opt.state[pr].items()]
+        for a, b in pairs:
+            if torch.is_tensor(b) and b.dim() > 0:
+                assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
+                finite = b.isfinite()
+                torch.testing.assert_close(a[finite], b[finite], rtol=1e-5, atol=1e-6)
