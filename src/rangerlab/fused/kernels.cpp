@@ -107,21 +107,20 @@ inline double lanes_total(const Vec<T>& acc) {
 // Sum of squares of x[b, stop) (the span's tail is summed as scalars), in four accumulators so
 // that the additions are not one chain of dependent instructions.
 template <typename T>
-inline double span_sq(const T* __restrict__ x, int64_t b, int64_t stop, T shift = T(0)) {
+inline double span_sq(const T* __restrict__ x, int64_t b, int64_t stop) {
   Vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {};
   T tail = 0;
   int64_t j = b;
   for (; j + 4 * kLanes<T> <= stop; j += 4 * kLanes<T>) {
-    const Vec<T> y0 = load<T>(x + j) - shift, y1 = load<T>(x + j + kLanes<T>) - shift;
-    const Vec<T> y2 = load<T>(x + j + 2 * kLanes<T>) - shift;
-    const Vec<T> y3 = load<T>(x + j + 3 * kLanes<T>) - shift;
+    const Vec<T> y0 = load<T>(x + j), y1 = load<T>(x + j + kLanes<T>);
+    const Vec<T> y2 = load<T>(x + j + 2 * kLanes<T>), y3 = load<T>(x + j + 3 * kLanes<T>);
     a0 += y0 * y0, a1 += y1 * y1, a2 += y2 * y2, a3 += y3 * y3;
   }
   for (; j + kLanes<T> <= stop; j += kLanes<T>) {
-    const Vec<T> y = load<T>(x + j) - shift;
+    const Vec<T> y = load<T>(x + j);
     a0 += y * y;
   }
-  for (; j < stop; ++j) tail += (x[j] - shift) * (x[j] - shift);
+  for (; j < stop; ++j) tail += x[j] * x[j];
   return lanes_total<T>((a0 + a1) + (a2 + a3)) + static_cast<double>(tail);
 }
 
