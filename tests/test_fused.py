@@ -309,3 +309,44 @@ def test_a_weight_of_inf_steps_as_on_the_reference_path(case):
                 assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
                 finite = b.isfinite()
                 torch.testing.assert_close(a[finite], b[finite], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_advance_steps_adds_one_in_place_and_returns_the_counts(dtype):
+    fused.available()  # loaded: the one-call path
+    counters = [torch.tensor(float(k), dtype=dtype) for k in (0, 1, 6, 41)]
+    again = [c.clone() for c in counters]
+    assert fused.advance_steps(counters) == [1, 2, 7, 42]
+    torch._foreach_add_(again, 1.0)  # torch's way, tensor by tensor
+    assert all(c.dtype == dtype and torch.equal(c, a) for c, a in zip(counters, again))
+    assert fused.advance_steps(counters) == [2, 3, 8, 43]
+
+
+def test_advance_steps_leaves_other_kinds_of_counter_to_torch():
+    fused.available()
+    # a one-element 1-D counter is torch.optim's kind too; float16 is not, and takes torch's path
+    counters = [torch.tensor([2.0]), torch.tensor(2.0, dtype=torch.float16)]
+    assert fused.advance_steps(counters) == [3, 3]
+    assert counters[1].dtype == torch.float16 and float(counters[1]) == 3.0
+    # an integer counter: torch's in-place add of 1.0 refuses it, so the step does too
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        fused.advance_steps([torch.tensor(2)])
+    with pytest.raises(RuntimeError, match="step counter is not a finite count"):
+        fused.advance_steps([torch.tensor(float("inf"))])
+
+
+def test_a_checkpoint_with_float64_step_counters_steps_as_the_reference_path():
+    gen = torch.Generator().manual_seed(3)
+    paths = {}
+    for fused_ in (None, False):
+        p = torch.nn.Parameter(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)))
+        opt = rangerlab.RAdam([p], lr=1e-2, fused=fused_)
+        p.grad = torch.randn(4, 5, generator=gen)
+        opt.step()
+        opt.state[p]["step"] = opt.state[p]["step"].double()  # as a torch checkpoint may hold
+        p.grad = torch.randn(4, 5, generator=gen)
+        opt.step()
+        paths[fused_] = (p.detach().clone(), opt.state[p]["step"])
+        gen = torch.Generator().manual_seed(3)
+    assert paths[None][1].dtype == torch.float64 and float(paths[None][1]) == 2.0
+    assert torch.allclose(paths[None][0], paths[False][0], rtol=1e-6, atol=0)

@@ -109,6 +109,11 @@ def load() -> object:
     return _ops
 
 
+def loaded() -> object | None:
+    """The ops if this process has loaded the kernels already, else None (never builds)."""
+    return _ops
+
+
 def _load() -> object:
     global build_seconds
     directory = build_dir()

@@ -746,6 +746,34 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList bufs,
   fold_stats(out, tasks, per_task);
 }
 
+// Adds 1 to each step counter in place and returns the new counts, each truncated to an integer
+// as Python's int(t) does. One call for a bucket's counters instead of torch._foreach_add_ (which
+// on the CPU adds tensor by tensor, about 4 us each: 0.23 ms of every step of ResNet-18's 62
+// tensors, 7 ms of a step of 2,000) and a stack and tolist to read them. It takes the counters
+// torch.optim keeps (one-element float32 or float64 CPU tensors); where any counter is another
+// kind, it changes nothing and returns an empty list, and the caller takes torch's path.
+std::vector<int64_t> advance_steps(at::TensorList steps) {
+  std::vector<int64_t> counts;
+  for (const auto& t : steps) {
+    const auto type = t.scalar_type();
+    if (!t.device().is_cpu() || t.numel() != 1 || (type != at::kFloat && type != at::kDouble)) {
+      return counts;
+    }
+  }
+  counts.reserve(steps.size());
+  for (const auto& t : steps) {
+    AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "rangerlab_advance_steps", [&] {
+      scalar_t* p = t.data_ptr<scalar_t>();
+      const scalar_t next = *p + scalar_t(1);
+      TORCH_CHECK(std::isfinite(next) && std::abs(next) < 9e18,
+                  "rangerlab fused: a step counter is not a finite count");
+      *p = next;
+      counts.push_back(static_cast<int64_t>(next));
+    });
+  }
+  return counts;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rangerlab_fused, m) {
@@ -765,6 +793,7 @@ TORCH_LIBRARY(rangerlab_fused, m) {
       "float eps, float weight_decay, bool decoupled, bool sync, float alpha, "
       "Tensor(s!)? stats=None) -> ()");
   m.def("sgd_trust_norms(Tensor[] params, Tensor[] grads, bool gc) -> Tensor");
+  m.def("advance_steps(Tensor(a!)[] steps) -> int[]");
   m.def(
       "sgd_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] bufs, int[] fresh, "
       "float[] ratios, float lr, float momentum, float dampening, float weight_decay, "
@@ -777,4 +806,5 @@ TORCH_LIBRARY_IMPL(rangerlab_fused, CPU, m) {
   m.impl("adam_trust_apply", adam_trust_apply);
   m.impl("sgd_trust_norms", sgd_trust_norms);
   m.impl("sgd_step", sgd_step);
+  m.impl("advance_steps", advance_steps);
 }

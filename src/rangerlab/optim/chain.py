@@ -301,9 +301,7 @@ class Chain(Optimizer):
         if on_device:  # the Triton step counts steps and takes GradScaler's tensors itself
             kernel(group, weights, grads, states, control, **recording)
         else:
-            step_counters = [s["step"] for s in states]
-            torch._foreach_add_(step_counters, 1.0)
-            steps = [int(t) for t in torch.stack(step_counters).tolist()]
+            steps = fused.advance_steps([s["step"] for s in states])
             if kernel is not None:
                 kernel(group, weights, grads, states, steps, **recording)
             else:
