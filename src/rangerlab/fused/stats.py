@@ -28,8 +28,23 @@ STATS_COLUMNS = ("w_sq", "g_sq", "u_sq", "q_n", "q_mean", "q_m2", "gc_sq", "dist
 W_SQ, G_SQ, U_SQ, Q_N, Q_MEAN, Q_M2, GC_SQ, DIST_SQ, RATIO = range(len(STATS_COLUMNS))
 
 
+# One blank per (n, device), cloned for each recorded step: a clone is one operation, the
+# zeros and the ratio column's fill were two (each a few microseconds on the CPU, every step).
+_BLANKS: dict[tuple[int, torch.device], Tensor] = {}
+
+
 def new_stats(n: int, device: torch.device | str = "cpu") -> Tensor:
-    """A zeroed ``(n, 9)`` float64 stats tensor whose ``ratio`` column is 1."""
-    out = torch.zeros((n, len(STATS_COLUMNS)), dtype=torch.float64, device=device)
-    out[:, RATIO] = 1.0
-    return out
+    """A zeroed ``(n, 9)`` float64 stats tensor whose ``ratio`` column is 1 (a new tensor).
+
+    >>> new_stats(2)[:, RATIO].tolist(), new_stats(2)[:, :RATIO].abs().sum().item()
+    ([1.0, 1.0], 0.0)
+    """
+    key = (n, torch.device(device))
+    blank = _BLANKS.get(key)
+    if blank is None:
+        if len(_BLANKS) > 64:  # bounded: a model rebuilt with other buckets leaves old keys
+            _BLANKS.clear()
+        blank = torch.zeros((n, len(STATS_COLUMNS)), dtype=torch.float64, device=key[1])
+        blank[:, RATIO] = 1.0
+        _BLANKS[key] = blank
+    return blank.clone()
