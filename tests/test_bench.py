@@ -124,7 +124,11 @@ def test_pairs_share_their_parameters_and_telemetry_is_its_own_reference():
     )
     assert len(mine) == len(theirs) == 3
     assert all(o is opt for o, _ in seen)
-    assert [flags for _, flags in seen] == [[True], [False]] * 4  # warm-up, then 3 pairs
+    # warm-up, then 3 pairs, counterbalanced: on first, then off first, then on first
+    assert [flags for _, flags in seen] == [[True], [False]] * 2 + [[False], [True]] + [
+        [True],
+        [False],
+    ]
     assert opt.param_groups[0]["telemetry"] is True  # left on for the report
     seen.clear()
     bench.paired_blocks(cases["rangerlab.Ranger"], params, 2, timer)
@@ -132,3 +136,15 @@ def test_pairs_share_their_parameters_and_telemetry_is_its_own_reference():
     assert isinstance(ref, torch.optim.Adam) and ours is not ref
     for o in (ours, ref):
         assert [id(p) for p in o.param_groups[0]["params"]] == [id(p) for p in params]
+
+
+def test_only_runs_the_cases_it_names(monkeypatch):
+    monkeypatch.setitem(bench.PARAM_SETS, "tiny", [(8, 4), (3,)])
+    rows = bench.run(["tiny"], reps=2, with_peers=False, print_fn=lambda _: None,
+                     only=["telemetry"])  # fmt: skip
+    assert rows and all("telemetry" in row["name"] for row in rows)
+    assert len(rows) == sum("telemetry" in case.name for case in bench.ours())
+    with pytest.raises(ValueError, match="no benchmark case"):
+        bench.run(["tiny"], reps=2, with_peers=False, only=["nothing like it"])
+    with pytest.raises(SystemExit):
+        bench.main(["--only", "nothing like it", "--sets", "resnet18"])

@@ -219,6 +219,8 @@ def paired_blocks(
 ) -> tuple[list[float], list[float], torch.optim.Optimizer]:
     """``reps`` block times of ``case`` and of its reference, alternating, and the optimizer.
 
+    The pairs are counterbalanced: ``case`` goes first in even pairs, its reference in odd ones.
+
     Both step the same parameter tensors and gradients (``params``), and a case with a
     ``switch`` (telemetry on and off) is its own reference, state and all, so that where two
     copies of the memory happen to lie cannot favour one side in every block (an offset that no
@@ -241,9 +243,15 @@ def paired_blocks(
 
     block(True), block(False)  # warm-up: state is created, RAdam is past its first 6 steps
     mine, theirs = [], []
-    for _ in range(reps):
-        mine.append(block(True))
-        theirs.append(block(False))
+    for rep in range(reps):
+        # counterbalanced (ABBA): which side goes first alternates, so a drift of the machine
+        # within a pair, or what one side leaves in the caches for the next, favours neither
+        if rep % 2 == 0:
+            mine.append(block(True))
+            theirs.append(block(False))
+        else:
+            theirs.append(block(False))
+            mine.append(block(True))
     if case.switch is not None:
         case.switch(opt, True)  # what is reported about the optimizer is about the case
     return mine, theirs, opt
@@ -420,9 +428,22 @@ def machine() -> str:
     return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}{load}"
 
 
-def run(sets: list[str], reps: int, with_peers: bool, print_fn=print) -> list[dict]:
-    """Benchmark every case on every parameter set; print a markdown table; return the rows."""
+def run(
+    sets: list[str],
+    reps: int,
+    with_peers: bool,
+    print_fn=print,
+    only: list[str] | None = None,
+) -> list[dict]:
+    """Benchmark every case on every parameter set; print a markdown table; return the rows.
+
+    ``only``: the cases whose name contains one of these strings (all cases when None).
+    """
     cases = ours() + (peers() if with_peers else [])
+    if only is not None:
+        cases = [c for c in cases if any(part in c.name for part in only)]
+        if not cases:
+            raise ValueError(f"only={only!r}: no benchmark case's name contains any of them")
     start = time.perf_counter()
     fused.available()
     print_fn(f"machine: {machine()}")
@@ -507,6 +528,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=30, help="timed blocks per optimizer")
     parser.add_argument("--no-peers", action="store_true", help="skip the other libraries")
     parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TEXT",
+        help="only the cases whose name contains one of these, e.g. --only telemetry",
+    )
+    parser.add_argument(
         "--threads", type=int, help="torch threads (default: torch's); 1 resists busy neighbours"
     )
     args = parser.parse_args(argv)
@@ -522,13 +549,18 @@ def main(argv: list[str] | None = None) -> None:
         from . import bench_cuda
 
         sets = args.sets or list(bench_cuda.SETS)
+        if args.only is not None:
+            parser.error("--only: not with --device cuda")
         bench_cuda.run(sets, args.reps, not args.no_peers)
         return
     sets = args.sets or list(PARAM_SETS)
     unknown = set(sets) - set(PARAM_SETS)
     if unknown:
         parser.error(f"--sets {', '.join(sorted(unknown))}: only with --device cuda")
-    run(sets, args.reps, not args.no_peers)
+    try:
+        run(sets, args.reps, not args.no_peers, only=args.only)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 if __name__ == "__main__":
