@@ -120,8 +120,8 @@ def advance_steps(counters: list[Tensor]) -> list[int]:
     """Add 1 to each step counter in place; return the new counts (``int(t)`` of each).
 
     ``t <- t + 1`` for every counter, as ``torch._foreach_add_(counters, 1)`` does. Once the
-    C++ kernels are loaded and the counters are torch.optim's kind (one-element float32 or
-    float64 CPU tensors), one call into them does it (``_foreach_add_`` on the CPU adds tensor
+    C++ kernels are loaded and the counters are torch.optim's kind (plain one-element float32
+    or float64 CPU tensors), one call into them does it (``_foreach_add_`` on the CPU adds tensor
     by tensor, about 4 us each: 0.23 ms of every step of ResNet-18's 62 tensors); otherwise
     torch's ``_foreach_add_``.
 
@@ -130,7 +130,7 @@ def advance_steps(counters: list[Tensor]) -> list[int]:
     ([1, 5], [1.0, 5.0])
     """
     ops = _build.loaded()
-    if ops is not None:
+    if ops is not None and all(type(c) is Tensor for c in counters):  # no subclass (DTensor)
         counts = ops.advance_steps(counters)
         if len(counts) == len(counters):
             return counts
