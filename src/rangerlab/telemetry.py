@@ -42,9 +42,11 @@ without the sums, the probes below are not in the chain and no transform records
 step the fused kernels (C++ on the CPU, Triton on CUDA) compute every quantity in the passes they
 make anyway (`rangerlab.fused.stats`: a few more sums over data already in cache), and the
 weights they write are bit-identical to a step without telemetry, so recording never changes a
-trajectory. On the reference path (``foreach=True/False``, chains without a kernel, FSDP2 shards)
-the probes and the transforms add a few norm reductions per tensor instead; that path agrees with
-the fused one to rounding. ``python -m rangerlab.bench`` shows the step times side by side.
+trajectory. On FSDP2's ``Shard(0)`` shards the fused step sums each rank's rows and one
+``all_gather`` per recorded bucket combines them (`rangerlab.fused.sharded.combine_stats`), so
+every rank records the whole tensors' quantities. On the reference path (``foreach=True/False``,
+chains without a kernel, other shardings) the probes and the transforms add a few norm
+reductions per tensor instead; that path agrees with the fused one to rounding. ``python -m rangerlab.bench`` shows the step times side by side.
 Values stay on the device as tensors until they are read. The kernels' sums of a recorded step
 are kept as they come (one small float64 tensor per bucket) and turned into the quantities for
 up to `STATS_BATCH` steps at once, at a read or when that many have gathered: a recorded step

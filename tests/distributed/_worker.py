@@ -180,10 +180,39 @@ def scenario_two(rank: int, world: int, out: str) -> dict:
             "fsdp_slow": slow_params(model, opt),
             "fsdp_path": fsdp_path(opt),
         }
+    results["telemetry"] = {
+        name: telemetry_reads(name, fsdp_model(world), rank, world) for name in TELEMETRY
+    }
     results["checkpoint"] = checkpoint_roundtrip(rank, world, out)
     results["skip_nonfinite"] = skip_nonfinite(rank, world)
     results["zero"] = zero_checks(rank, world, out)
     return results
+
+
+#: Telemetry on FSDP2 shards: every part that records (trust ratios, LARC's clip, GC's removed
+#: mean, RAdam's rectifier and adaptive factor, Lookahead's distance at syncs, both decays).
+TELEMETRY = ("SGD+GC", "AdamW", "RAdam", "LARS", "LARC", "Ranger", "RangerLARS")
+
+
+def telemetry_reads(name: str, model: nn.Module, rank: int = 0, world: int = 1) -> dict:
+    """STEPS steps of ``name`` with ``telemetry=True``, read after every step, and how many
+    buckets recorded through the probes (the reference path) instead of a fused kernel."""
+    opt = OPTIMIZERS[name](model.parameters(), telemetry=True)
+    real, probed = rangerlab.telemetry.probed, []
+
+    def counting(*args):
+        probed.append(1)
+        return real(*args)
+
+    rangerlab.telemetry.probed = counting
+    try:
+        reads = []
+        for step in range(STEPS):
+            train(model, opt, range(step, step + 1), rank, world)
+            reads.append(opt.telemetry())
+    finally:
+        rangerlab.telemetry.probed = real
+    return {"reads": reads, "probed": len(probed)}
 
 
 def skip_nonfinite(rank: int, world: int) -> dict:
@@ -283,6 +312,10 @@ def scenario_three(rank: int, world: int, out: str) -> dict:
         )
         train(model, opt, range(HALF, STEPS), rank, world)
         results[f"{name}, full state dict"] = {"resumed": full_params(model)}
+    results["telemetry"] = {
+        name: telemetry_reads(name, fsdp_model(world), rank, world)
+        for name in ("LARS", "RangerLARS", "Ranger")
+    }
     results["misfits"] = misfit_errors(rank, world, out)
     for key, (name, shard_dim) in RESHARDED.items():
         model = fsdp_model(world, shard_dim)

@@ -201,6 +201,44 @@ def test_trust_ratio_and_gc_on_three_uneven_or_dim1_shards(three: dict, key: str
     assert_params_close(three[key]["fsdp"], reference(name))
 
 
+@functools.cache
+def telemetry_reference(name: str) -> list[dict]:
+    """One process's telemetry reads after each step (the fused path)."""
+    return worker.telemetry_reads(name, worker.build_model())["reads"]
+
+
+def assert_reads_close(reads: list[dict], expected: list[dict]) -> None:
+    assert len(reads) == len(expected) == worker.STEPS
+    for step, (got, want) in enumerate(zip(reads, expected, strict=True), start=1):
+        assert got.keys() == want.keys(), (step, sorted(got.keys() ^ want.keys()))
+        for key, value in want.items():
+            # float32 sums taken in another order (per shard, then over ranks)
+            assert got[key] == pytest.approx(value, rel=2e-5, abs=1e-9), (step, key)
+
+
+@pytest.mark.parametrize("name", worker.TELEMETRY)
+def test_fsdp2_telemetry_is_recorded_by_the_fused_step_and_equals_one_process(
+    two: dict, name: str
+) -> None:
+    """The shards' sums, combined over the ranks, give the whole tensors' quantities: the
+    norms, trust ratios, GC's removed mean, the adaptive factor's mean and variation."""
+    result = two["telemetry"][name]
+    assert result["probed"] == 0  # no recorded step went to the reference path
+    assert_reads_close(result["reads"], telemetry_reference(name))
+    keys = {key.split("/")[0] for read in result["reads"] for key in read}
+    assert "update_ratio" in keys
+    assert ("trust_ratio" in keys) == (name in ("LARS", "LARC", "RangerLARS"))
+    assert ("adaptive_lr_cv" in keys) == (name in ("AdamW", "RAdam", "Ranger", "RangerLARS"))
+    assert ("lookahead_distance" in keys) == (name in ("Ranger", "RangerLARS"))
+
+
+@pytest.mark.parametrize("name", ["LARS", "RangerLARS", "Ranger"])
+def test_fsdp2_telemetry_on_three_uneven_shards_equals_one_process(three: dict, name: str) -> None:
+    result = three["telemetry"][name]
+    assert result["probed"] == 0
+    assert_reads_close(result["reads"], telemetry_reference(name))
+
+
 def test_nonfinite_gradient_on_one_rank_skips_the_step_on_all(two: dict) -> None:
     result = two["skip_nonfinite"]
     assert result["skipped_per_rank"] == [1, 1]

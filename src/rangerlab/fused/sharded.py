@@ -7,6 +7,10 @@ squared norms of the bucket are summed over the mesh by one ``all_reduce`` per b
 where the reference path would reduce tensor by tensor. State stays sharded: the kernels write
 into the local shards of DTensor state, and state they create is wrapped back as DTensors laid out
 like the parameter.
+
+Telemetry: a recorded step's per-tensor sums (`rangerlab.fused.stats`) are of the local rows;
+one ``all_gather`` per recorded bucket combines them (`combine_stats`), so every rank records the
+whole tensors' quantities, as one process would.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .plans import NormReducer
+from .stats import DIST_SQ, G_SQ, GC_SQ, Q_M2, Q_MEAN, Q_N, RATIO, U_SQ, W_SQ
 
 
 def _dtensor_type() -> type | None:
@@ -43,12 +48,39 @@ def local_tensors(weights: list[Tensor]) -> list[Tensor]:
     return [w.to_local() for w in weights]
 
 
+#: The stats columns that are sums over a tensor's elements (or GC rows): they add over ranks.
+SUM_COLUMNS = (W_SQ, G_SQ, U_SQ, GC_SQ, DIST_SQ)
+
+
+def combine_stats(per_rank: Tensor) -> Tensor:
+    """One bucket's telemetry stats of the whole tensors from each rank's, ``(ranks, n, 9)``.
+
+    Sums of squares over the elements add. The adaptive factor's count, mean and sum of
+    squared deviations combine as in one pass over all elements (Chan et al. 1979):
+    ``n = sum n_r``, ``mean = sum n_r mean_r / n``, ``M2 = sum (M2_r + n_r (mean_r - mean)^2)``.
+    The trust ratio is the whole tensor's on every rank already (it comes from norms summed over
+    the ranks): rank 0's is kept. Ranks are combined in rank order, so every rank gets the same.
+
+    >>> a = torch.tensor([[[1.0, 4, 9, 2, 1.5, 0.5, 0, 0, 0.7]]], dtype=torch.float64)
+    >>> b = torch.tensor([[[3.0, 1, 1, 2, 3.5, 0.5, 0, 0, 0.7]]], dtype=torch.float64)
+    >>> combine_stats(torch.cat([a, b])).tolist()
+    [[4.0, 5.0, 10.0, 4.0, 2.5, 5.0, 0.0, 0.0, 0.7]]
+    """
+    out = per_rank[0].clone()
+    sums = list(SUM_COLUMNS)
+    out[:, sums] = per_rank[:, :, sums].sum(0)
+    n, mean, m2 = per_rank[..., Q_N], per_rank[..., Q_MEAN], per_rank[..., Q_M2]
+    total = n.sum(0)
+    merged_mean = torch.where(total > 0, (n * mean).sum(0) / total.clamp(min=1), 0.0)
+    out[:, Q_N] = total
+    out[:, Q_MEAN] = merged_mean
+    out[:, Q_M2] = (m2 + n * (mean - merged_mean).square()).sum(0)
+    out[:, RATIO] = per_rank[0, :, RATIO]
+    return out
+
+
 class ShardedStep:
     """Runs a fused kernel (CPU or Triton) on the local shards of ``Shard(0)`` DTensors."""
-
-    #: Telemetry's per-tensor sums would need summing over the ranks: recorded steps of sharded
-    #: buckets take the reference path instead.
-    records = False
 
     def __init__(self, inner):
         self.inner = inner
@@ -61,6 +93,11 @@ class ShardedStep:
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
+    @property
+    def records(self) -> bool:
+        """Fills telemetry stats when the kernel it runs does (summed over ranks here)."""
+        return bool(getattr(self.inner, "records", False))
+
     def __call__(
         self,
         group: dict[str, Any],
@@ -68,8 +105,10 @@ class ShardedStep:
         grads: list[Tensor],
         states: list[dict[str, Any]],
         steps_or_control,
+        stats: Tensor | None = None,
     ) -> None:
-        """One fused step on the local shards; see the module note."""
+        """One fused step on the local shards; see the module note. ``stats`` (telemetry) ends
+        up holding the whole tensors' sums on every rank."""
         dtensor = _dtensor_type()
 
         def local(value):
@@ -82,6 +121,7 @@ class ShardedStep:
             dist.all_reduce(sq_norms, op=dist.ReduceOp.SUM, group=pg)
 
         reducer: NormReducer = reduce_norms
+        recording = {} if stats is None else {"stats": stats}
         self.inner(
             group,
             local_tensors(weights),
@@ -89,7 +129,12 @@ class ShardedStep:
             local_states,
             steps_or_control,
             reduce_norms=reducer,
+            **recording,
         )
+        if stats is not None:  # the local rows' sums -> the whole tensors' (one collective)
+            gathered = [torch.empty_like(stats) for _ in range(dist.get_world_size(pg))]
+            dist.all_gather(gathered, stats, group=pg)
+            stats.copy_(combine_stats(torch.stack(gathered)))
         for w, s, mine in zip(weights, states, local_states, strict=True):
             for key, value in mine.items():
                 old = s.get(key)

@@ -247,8 +247,8 @@ class Chain(Optimizer):
             if kernel is not None and not getattr(kernel, "records", False):
                 if group["fused"]:
                     raise ValueError(
-                        "fused=True with telemetry: the fused step of FSDP2 shards does not "
-                        "record; use fused=None (telemetry steps then take the reference path)"
+                        f"fused=True with telemetry: this bucket's fused step ({kernel!r}) does "
+                        "not record; use fused=None (telemetry steps then take the reference path)"
                     )
                 kernel = None
             if kernel is None:
