@@ -46,7 +46,8 @@ trajectory. On FSDP2's ``Shard(0)`` shards the fused step sums each rank's rows 
 ``all_gather`` per recorded bucket combines them (`rangerlab.fused.sharded.combine_stats`), so
 every rank records the whole tensors' quantities. On the reference path (``foreach=True/False``,
 chains without a kernel, other shardings) the probes and the transforms add a few norm
-reductions per tensor instead; that path agrees with the fused one to rounding. ``python -m rangerlab.bench`` shows the step times side by side.
+reductions per tensor instead; that path agrees with the fused one to rounding.
+``python -m rangerlab.bench`` shows the step times side by side.
 Values stay on the device as tensors until they are read. The kernels' sums of a recorded step
 are kept as they come (one small float64 tensor per bucket) and turned into the quantities for
 up to `STATS_BATCH` steps at once, at a read or when that many have gathered: a recorded step

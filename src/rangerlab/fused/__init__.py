@@ -11,13 +11,13 @@ operation) makes about ten such passes. The options weighed:
 * torch's own fused Adam with adjusted arguments (RAdam's rectified phase is Adam with
   ``lr*r_t`` and ``eps/sqrt(1-beta2^t)``): one pass, but GC, the LAMB/LARS norms and the
   Lookahead sync would each add passes, and RAdam's first steps need another kernel anyway.
-* a small C++ kernel per family (``kernels.cpp``, ATen only, built once with
+* a small C++ kernel per family (``kernels.h`` and its ``.cpp`` files, ATen only, built once with
   ``torch.utils.cpp_extension`` and cached on disk): one pass for Adam/RAdam/Ranger (GC is taken
   per row while the row is in cache, the Lookahead sync rides along on sync steps), two for
   LARS and Ranger-LARS (the trust ratio needs whole-tensor norms before the update). Parallel
   over row-aligned chunks of all tensors at once, so 2,000 small tensors cost one dispatch.
 
-We use the C++ kernels. The build (14-34 s measured on 2 cores, see the README; announced once
+We use the C++ kernels. The build (about 30 s measured on 2 cores, see the README; announced once
 on stderr) happens at the first fused step, or ahead of time with ``python -m rangerlab.fused``,
 and is reused by every later process (`._build`: the cache key, the lock);
 `_build.build_seconds` reports it. The kernels follow the reference transforms operation by

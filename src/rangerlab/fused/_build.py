@@ -1,4 +1,4 @@
-"""Build (once, cached) and load the C++ kernels in ``kernels.cpp``.
+"""Build (once, cached) and load the C++ kernels (``kernels.h`` and the ``.cpp`` files beside it).
 
 The build runs under a lock that dies with its process (``fcntl.flock`` on an open file), so a
 build killed halfway (SIGKILL, SIGTERM from torchrun, Ctrl-C) never leaves later processes
@@ -29,7 +29,11 @@ except ImportError:  # not POSIX: no lock (torch's own lock file still guards th
 
 log = logging.getLogger("rangerlab.fused")
 
-SOURCE = Path(__file__).with_name("kernels.cpp")
+HERE = Path(__file__).parent
+#: The kernels' translation units, compiled in parallel (ninja runs one per core), and the
+#: headers they share.
+SOURCES = tuple(HERE / name for name in ("adam_step.cpp", "adam_trust.cpp", "sgd.cpp"))
+HEADERS = tuple(HERE / name for name in ("kernels.h", "adam.h"))
 # No -ffast-math: results must match the reference path; these two only let loops vectorize.
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
 NAME = "rangerlab_fused"
@@ -72,7 +76,7 @@ def build_dir() -> Path:
     """
     root = Path(os.environ.get("RANGERLAB_CACHE", Path.home() / ".cache" / "rangerlab"))
     parts = [
-        SOURCE.read_bytes(),
+        *(f"{path.name}\n".encode() + path.read_bytes() for path in (*SOURCES, *HEADERS)),
         " ".join(FLAGS).encode(),
         torch.__version__.encode(),
         cpu_signature().encode(),
@@ -84,7 +88,7 @@ def build_dir() -> Path:
 
 
 def load() -> object:
-    """Build ``kernels.cpp`` on first use (14-34 s measured on 2 cores), load it, return the ops.
+    """Build the kernels on first use (about 25 s on 2 cores), load them, return the ops.
 
     Later calls, and later processes, reuse the cached library. A failed build is remembered:
     later calls raise again with its cause instead of retrying.
@@ -172,13 +176,14 @@ def _announce(directory: Path) -> None:
 
 
 def _compile(directory: Path) -> None:
-    """Compile ``kernels.cpp`` into ``directory`` with torch's extension builder."""
+    """Compile the kernels into ``directory`` with torch's extension builder (ninja: the
+    translation units in parallel)."""
     from torch.utils import cpp_extension
 
     with _ninja_on_path():
         cpp_extension.load(
             name=NAME,
-            sources=[str(SOURCE)],
+            sources=[str(path) for path in SOURCES],
             extra_cflags=FLAGS,
             extra_ldflags=["-fopenmp"],
             build_directory=str(directory),
