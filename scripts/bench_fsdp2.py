@@ -5,7 +5,9 @@
 Each rank holds its rows of every parameter and gradient (``distribute_tensor(..., [Shard(0)])``,
 as ``fully_shard`` lays them out). Prints rank 0's median step time for rangerlab's Ranger and
 Ranger-LARS on the fused path (the default) and on the reference path (``fused=False``: what
-every DTensor step took before), and for torch's foreach Adam on the same shards.
+every DTensor step took before), with ``telemetry=True`` (every step recorded: on the fused path
+the shards' sums are combined by one all_gather per bucket; a recorded step used to take the
+reference path), and for torch's foreach Adam on the same shards.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ CASES = {
     "rangerlab.Ranger (reference, before)": lambda p: rangerlab.Ranger(p, fused=False),
     "rangerlab.RangerLARS (fused)": lambda p: rangerlab.RangerLARS(p),
     "rangerlab.RangerLARS (reference, before)": lambda p: rangerlab.RangerLARS(p, fused=False),
+    "rangerlab.Ranger (fused, telemetry=True)": lambda p: rangerlab.Ranger(p, telemetry=True),
+    "rangerlab.Ranger (reference, telemetry=True: before)": lambda p: rangerlab.Ranger(
+        p, fused=False, telemetry=True
+    ),
+    "rangerlab.RangerLARS (fused, telemetry=True)": lambda p: rangerlab.RangerLARS(
+        p, telemetry=True
+    ),
     "torch.optim.Adam (foreach)": lambda p: torch.optim.Adam(p, foreach=True),
 }
 
