@@ -6,6 +6,7 @@
 #include "kernels.h"
 
 namespace rangerlab_kernels {
+namespace {
 
 // Per-tensor constants of the Adam family, passed by value so that the inner loops see plain
 // locals (through a reference the compiler must assume a store to w may change them).
@@ -116,4 +117,5 @@ AdamArgs<T> adam_args(const AdamConfig& c, double a, double d, int64_t adaptive,
   return s;
 }
 
+}  // namespace
 }  // namespace rangerlab_kernels

@@ -3,6 +3,7 @@
 #include "adam.h"
 
 namespace rangerlab_kernels {
+namespace {
 
 // One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps.
 template <typename T, bool kAdaptive, bool kSync, bool kSmall, bool kStats, bool kDecay>
@@ -45,6 +46,8 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
     }
   }
 }
+
+}  // namespace
 
 // One pass: moments, direction, w -= lr * u, and the Lookahead sync on sync steps. With `stats`
 // (telemetry) every column but the ratio is filled in the same pass.

@@ -3,6 +3,7 @@
 #include "adam.h"
 
 namespace rangerlab_kernels {
+namespace {
 
 // Trust-ratio pass 1: moments, and the squared norms of the direction and of the weights.
 template <typename T, bool kAdaptive, bool kSmall, bool kStats, bool kDecay>
@@ -72,6 +73,8 @@ void adam_apply_row(const AdamArgs<T>& s, T r, T* __restrict__ w, const T* __res
     }, alpha_small);
   }
 }
+
+}  // namespace
 
 // Trust-ratio pass 1 (LAMB, Ranger-LARS): the moments, and per tensor the squared norms of the
 // weights and of the direction, returned as a float64 (n, 2) tensor. The caller turns them into

@@ -6,6 +6,7 @@
 #include "kernels.h"
 
 namespace rangerlab_kernels {
+namespace {
 
 template <typename T>
 struct SgdArgs {
@@ -77,6 +78,8 @@ void sq_norms_row(const T* __restrict__ w, const T* __restrict__ g, int64_t len,
     w_sq += lanes_total<T>(w0 + w1) + static_cast<double>(w_tail);
   }
 }
+
+}  // namespace
 
 // LARS/LARC pass 1: per tensor the squared norms of the weights and of the (centralized)
 // gradient, as a float64 (n, 2) tensor. The caller turns them into ratios (lars_ratio).
