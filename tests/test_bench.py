@@ -147,4 +147,4 @@ def test_only_runs_the_cases_it_names(monkeypatch):
     with pytest.raises(ValueError, match="no benchmark case"):
         bench.run(["tiny"], reps=2, with_peers=False, only=["nothing like it"])
     with pytest.raises(SystemExit):
-        bench.main(["--only", "nothing like it", "--sets", "resnet18"])
+        bench.main(["--only", "nothing like it", "--sets", "resnet18", "--no-peers"])

@@ -439,11 +439,9 @@ def run(
 
     ``only``: the cases whose name contains one of these strings (all cases when None).
     """
-    cases = ours() + (peers() if with_peers else [])
-    if only is not None:
-        cases = [c for c in cases if any(part in c.name for part in only)]
-        if not cases:
-            raise ValueError(f"only={only!r}: no benchmark case's name contains any of them")
+    cases = _only(ours() + (peers() if with_peers else []), only)
+    if not cases:
+        raise ValueError(f"only={only!r}: no benchmark case's name contains any of them")
     start = time.perf_counter()
     fused.available()
     print_fn(f"machine: {machine()}")
@@ -502,6 +500,13 @@ def run(
     return rows
 
 
+def _only(cases: list[Case], only: list[str] | None) -> list[Case]:
+    """The cases whose name contains one of ``only`` (all when None)."""
+    if only is None:
+        return cases
+    return [case for case in cases if any(part in case.name for part in only)]
+
+
 def _size(nbytes: int) -> str:
     return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
 
@@ -557,10 +562,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(sets) - set(PARAM_SETS)
     if unknown:
         parser.error(f"--sets {', '.join(sorted(unknown))}: only with --device cuda")
-    try:
-        run(sets, args.reps, not args.no_peers, only=args.only)
-    except ValueError as error:
-        parser.error(str(error))
+    if not _only(ours() + ([] if args.no_peers else peers()), args.only):
+        parser.error(f"--only {' '.join(args.only)}: no benchmark case's name contains any of them")
+    run(sets, args.reps, not args.no_peers, only=args.only)
 
 
 if __name__ == "__main__":
