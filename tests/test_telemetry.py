@@ -583,9 +583,12 @@ def test_a_kernel_that_cannot_record_sends_the_recorded_step_to_the_reference_pa
     assert sharded.ShardedStep(kernel).records is True
     assert sharded.ShardedStep(_NoRecords(kernel)).records is False
     real = fused.select
-    monkeypatch.setattr(
-        fused, "select", lambda *a: None if real(*a) is None else _NoRecords(real(*a))
-    )
+
+    def no_records(*args):
+        kernel = real(*args)
+        return None if kernel is None else _NoRecords(kernel)
+
+    monkeypatch.setattr(fused, "select", no_records)
     cls, kwargs, kind = PRESETS["ranger"]
     named = make_params()
     params = [p for _, p in named]

@@ -88,7 +88,7 @@ def build_dir() -> Path:
 
 
 def load() -> object:
-    """Build the kernels on first use (about 25 s on 2 cores), load them, return the ops.
+    """Build the kernels on first use (31-34 s measured on 2 cores), load them, return the ops.
 
     Later calls, and later processes, reuse the cached library. A failed build is remembered:
     later calls raise again with its cause instead of retrying.
