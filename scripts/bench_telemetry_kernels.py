@@ -4,7 +4,9 @@
 
 On ResNet-18's shapes (fixed gradients and moments), every variant is timed with ``stats`` and
 without, the two orders alternating, the variants interleaved; printed is the median of the
-per-pair ratios (recorded / unrecorded) with its 95% interval (`rangerlab.bench.median_interval`).
+per-pair ratios (recorded / unrecorded) with its 95% interval (`rangerlab.bench.median_interval`),
+and beside it each unrecorded kernel's time over plain Adam's unrecorded time in the same round
+(what GC, the sync or the two passes cost the kernel itself).
 It isolates the kernels from the step's Python (which `python -m rangerlab.bench` includes), so a
 change to one loop can be measured where whole-step timings drown it. The variants: the Adam
 family's one-pass step without and with Gradient Centralization and the Lookahead sync (Adam,
@@ -61,7 +63,9 @@ def main() -> None:
         "sgd": lambda st: ops.sgd_step(w, g, m, [0] * n, [], 1e-6, 0.9, 0.0, 0.0, False, False, st),
     }
     ratios: dict[str, list[float]] = {name: [] for name in variants}
+    to_adam: dict[str, list[float]] = {name: [] for name in variants}
     for rep in range(args.reps):
+        unrecorded = {}
         for name, kernel in variants.items():
             pair = {}
             for on in (True, False) if rep % 2 else (False, True):
@@ -71,11 +75,16 @@ def main() -> None:
                     kernel(stats)
                 pair[on] = time.perf_counter() - start
             ratios[name].append(pair[True] / pair[False])
+            unrecorded[name] = pair[False]
+        for name, seconds in unrecorded.items():
+            to_adam[name].append(seconds / unrecorded["adam"])
     print(f"{args.threads} thread(s), {args.reps} pairs of {args.calls} calls, ResNet-18 shapes")
-    print("| kernel | recorded / unrecorded (95% interval) |\n|---|---|")
+    print("| kernel | recorded / unrecorded (95% interval) | unrecorded / adam's unrecorded |")
+    print("|---|---|---|")
     for name, values in ratios.items():
         lo, hi = median_interval(values)
-        print(f"| {name} | {statistics.median(values):.3f} ({lo:.3f}-{hi:.3f}) |")
+        cost = f"{statistics.median(to_adam[name]):.2f}"
+        print(f"| {name} | {statistics.median(values):.3f} ({lo:.3f}-{hi:.3f}) | {cost} |")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from rangerlab.transforms import centralize, lookahead, scale_by_adam, scale_by_
 
 pytestmark = pytest.mark.skipif(not fused.available(), reason="no C++ compiler for the kernels")
 
-# 0-d, empty, 1-D, linear and conv tensors; GC rows of 1, 7 and 27 elements.
-SHAPES = [(), (0,), (5,), (4, 7), (6, 3, 3, 3), (3, 1), (40, 50)]
+# 0-d, empty, 1-D, linear and conv tensors; GC rows of 1, 7, 27 and 50 elements, and of 2,503
+# (longer than a span of the row sums, kSumSpan; 13 rows to a 32,768-element task, so that the
+# Adam family's step reads ahead into the next task's first row).
+SHAPES = [(), (0,), (5,), (4, 7), (6, 3, 3, 3), (3, 1), (40, 50), (14, 2503)]
 
 # The one table of cases (optim_table.py): every case that has the fused path, with the
 # overrides it gives a second param group.
@@ -115,6 +117,24 @@ def test_matches_torch_adam_and_radam_float64():
             opt_b.step()
         for pa, pb in zip(a, b, strict=True):
             assert _rel(pa, pb) <= 1e-13
+
+
+@pytest.mark.parametrize("telemetry", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_gc_row_steps_the_same_wherever_its_mean_is_taken(dtype, telemetry):
+    """Ranger's one-pass kernel takes a row's GC mean in a pass of its own (a task's first row)
+    or inside the previous row's loop (the others): in the same order, so identical rows step
+    bit for bit identically, on either side of a task boundary (13 rows of 2,503 to a task)."""
+    gen = torch.Generator().manual_seed(5)
+    row = torch.randn(2503, generator=gen, dtype=dtype)
+    p = torch.nn.Parameter(row.repeat(30, 1))
+    opt = rangerlab.Ranger([p], lr=1e-2, fused=True, telemetry=telemetry)
+    for _ in range(7):  # past a Lookahead sync (k = 6)
+        # an offset, so that the row sums round differently in another order
+        g = 3.0 + torch.randn(2503, generator=gen, dtype=dtype)
+        p.grad = g.repeat(30, 1)
+        opt.step()
+    assert all(torch.equal(p[i], p[0]) for i in range(1, 30))
 
 
 def resume(case, params, saved, start, steps, **path):

@@ -35,7 +35,14 @@ HERE = Path(__file__).parent
 SOURCES = tuple(HERE / name for name in ("adam_step.cpp", "adam_trust.cpp", "sgd.cpp"))
 HEADERS = tuple(HERE / name for name in ("kernels.h", "adam.h"))
 # No -ffast-math: results must match the reference path; these two only let loops vectorize.
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+FLAGS = [
+    "-O3",
+    "-march=native",
+    "-fopenmp",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fno-tree-loop-distribution",
+]
 NAME = "rangerlab_fused"
 PREBUILD = "python -m rangerlab.fused"
 

@@ -140,24 +140,39 @@ inline double span_sq(const T* __restrict__ x, int64_t b, int64_t stop) {
   return lanes_total<T>((a0 + a1) + (a2 + a3)) + static_cast<double>(tail);
 }
 
-// The sum of g[0, len) for GC's mean, in spans (kSpan) of two accumulators each (so the
-// additions are not one dependent chain). Telemetry's sum of g^2 is taken in the update loop,
-// with the other sums (taking it here instead measured no faster, within this machine's noise).
+// The sum of g[0, len) for GC's mean: one vector of partial sums in the data type per span of
+// kSumSpan elements, each span's lanes then added into doubles lane by lane, and the row's last
+// len % lanes elements one by one at the end. The Adam family's one-pass step takes the next
+// row's sum inside the current row's loop in this same order (adam_step.cpp), so a row's mean is
+// the same wherever it is taken. Telemetry's sum of g^2 is taken in the update loop.
+constexpr int64_t kSumSpan = 2048;
+
+template <typename T>
+struct RowSum {
+  double lanes[kLanes<T>] = {};
+  T tail = 0;
+  void add(const Vec<T>& acc) {
+    for (int64_t k = 0; k < kLanes<T>; ++k) lanes[k] += static_cast<double>(acc[k]);
+  }
+  double total() const {
+    double sum = 0;
+    for (int64_t k = 0; k < kLanes<T>; ++k) sum += lanes[k];
+    return sum + static_cast<double>(tail);
+  }
+};
+
 template <typename T>
 inline double row_sum(const T* __restrict__ g, int64_t len) {
-  double sum = 0;
-  for (int64_t b = 0; b < len; b += kSpan) {
-    const int64_t stop = std::min(len, b + kSpan);
-    Vec<T> s0 = {}, s1 = {};
-    T s_tail = 0;
-    int64_t j = b;
-    for (; j + 2 * kLanes<T> <= stop; j += 2 * kLanes<T>) {
-      s0 += load<T>(g + j), s1 += load<T>(g + j + kLanes<T>);
-    }
-    for (; j < stop; ++j) s_tail += g[j];
-    sum += lanes_total<T>(s0 + s1) + static_cast<double>(s_tail);
+  RowSum<T> sum;
+  int64_t j = 0;
+  for (int64_t b = 0; b < len; b += kSumSpan) {
+    const int64_t stop = std::min(len, b + kSumSpan);
+    Vec<T> acc = {};
+    for (; j + kLanes<T> <= stop; j += kLanes<T>) acc += load<T>(g + j);
+    sum.add(acc);
   }
-  return sum;
+  for (; j < len; ++j) sum.tail += g[j];
+  return sum.total();
 }
 
 inline void check_lists(std::initializer_list<at::TensorList> lists, int64_t n) {
