@@ -121,14 +121,15 @@ def test_matches_torch_adam_and_radam_float64():
 
 @pytest.mark.parametrize("telemetry", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_a_gc_row_steps_the_same_wherever_its_mean_is_taken(dtype, telemetry):
-    """Ranger's one-pass kernel takes a row's GC mean in a pass of its own (a task's first row)
+@pytest.mark.parametrize("cls", [rangerlab.Ranger, rangerlab.RangerLARS])
+def test_a_gc_row_steps_the_same_wherever_its_mean_is_taken(cls, dtype, telemetry):
+    """The Adam family's kernels take a row's GC mean in a pass of its own (a task's first row)
     or inside the previous row's loop (the others): in the same order, so identical rows step
     bit for bit identically, on either side of a task boundary (13 rows of 2,503 to a task)."""
     gen = torch.Generator().manual_seed(5)
     row = torch.randn(2503, generator=gen, dtype=dtype)
     p = torch.nn.Parameter(row.repeat(30, 1))
-    opt = rangerlab.Ranger([p], lr=1e-2, fused=True, telemetry=telemetry)
+    opt = cls([p], lr=1e-2, fused=True, telemetry=telemetry)
     for _ in range(7):  # past a Lookahead sync (k = 6)
         # an offset, so that the row sums round differently in another order
         g = 3.0 + torch.randn(2503, generator=gen, dtype=dtype)

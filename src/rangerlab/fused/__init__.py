@@ -12,8 +12,9 @@ operation) makes about ten such passes. The options weighed:
   ``lr*r_t`` and ``eps/sqrt(1-beta2^t)``): one pass, but GC, the LAMB/LARS norms and the
   Lookahead sync would each add passes, and RAdam's first steps need another kernel anyway.
 * a small C++ kernel per family (``kernels.h`` and its ``.cpp`` files, ATen only, built once with
-  ``torch.utils.cpp_extension`` and cached on disk): one pass for Adam/RAdam/Ranger (GC is taken
-  per row while the row is in cache, the Lookahead sync rides along on sync steps), two for
+  ``torch.utils.cpp_extension`` and cached on disk): one pass for Adam/RAdam/Ranger (GC's mean of
+  the next row is taken in the loop that updates this one, the Lookahead sync rides along on sync
+  steps), two for
   LARS and Ranger-LARS (the trust ratio needs whole-tensor norms before the update). Parallel
   over row-aligned chunks of all tensors at once, so 2,000 small tensors cost one dispatch.
 

@@ -48,84 +48,62 @@ void adam_row(const AdamArgs<T>& s, T* __restrict__ w, const T* __restrict__ g,
   }
 }
 
-// Gradient Centralization: the task's whole rows, in blocks of one vector. Each block's update is
-// an omp simd loop over its lanes (the same expressions as adam_row), and the sums are vectors
-// carried from block to block: telemetry's across the task's rows, added into the task's doubles
-// every kStatSpan elements, instead of being finished with every row. The next row's sum (its
-// mean) is taken in the same loop, in row_sum's order: that row's gradients then stream from
-// memory with the other operands, where a pass of its own before the row was one stream alone.
-// On ResNet-18's shapes, 1 thread, that pass made GC's step about 25% slower than the step
-// without GC; it also left the loop more bound on arithmetic, so telemetry's sums cost more
-// (scripts/bench_telemetry_kernels.py). The last row of a task reads ahead into the next task's
-// first row (its sum is dropped: that task takes it again, from cache where the same thread runs
-// it).
+// Gradient Centralization (for_gc_blocks): each block's update is an omp simd loop over its
+// lanes, the same expressions as adam_row's; telemetry's sums are vectors carried across the
+// task's rows, added into the task's doubles every kStatSpan elements.
 template <typename T, bool kAdaptive, bool kSync, bool kSmall, bool kStats, bool kDecay>
 void adam_gc_task(const AdamArgs<T>& s, const Task& task, int64_t numel, T* __restrict__ w,
                   const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
                   T* __restrict__ slow, TaskStats* st) {
   RANGERLAB_ADAM_LOCALS(s);
   constexpr int64_t L = kLanes<T>;
-  const int64_t row = task.row;
   Vec<T> sw = {}, sg = {}, su = {}, sq = {}, sq2 = {}, sd = {};
   int64_t pending = 0;  // elements in the telemetry vectors
-  const auto flush = [&] {
-    if constexpr (kStats) {
-      st->w_sq += lanes_total<T>(sw), st->g_sq += lanes_total<T>(sg);
-      st->u_sq += lanes_total<T>(su), st->dist_sq += lanes_total<T>(sd);
-      if constexpr (kAdaptive) {
-        st->q_n += static_cast<double>(pending);
-        st->q_sum += lanes_total<T>(sq), st->q_sum_sq += lanes_total<T>(sq2);
-      }
-      sw = sg = su = sq = sq2 = sd = Vec<T>{};
-      pending = 0;
-    }
-  };
-  double next = row_sum(g + task.begin, row);
   T shift = 0;
-  for (int64_t r = task.begin; r < task.end; r += row) {
-    const T mean = static_cast<T>(next / static_cast<double>(row));
-    if constexpr (kStats) {
-      st->gc_sq += static_cast<double>(row) * mean * mean;
-      if (kAdaptive && r == task.begin) shift = factor_shift(st, s, w[r], g[r] - mean, v[r]);
+  const auto flush = [&] {
+    st->w_sq += lanes_total<T>(sw), st->g_sq += lanes_total<T>(sg);
+    st->u_sq += lanes_total<T>(su), st->dist_sq += lanes_total<T>(sd);
+    if constexpr (kAdaptive) {
+      st->q_n += static_cast<double>(pending);
+      st->q_sum += lanes_total<T>(sq), st->q_sum_sq += lanes_total<T>(sq2);
     }
-    T* __restrict__ wr = w + r;
-    const T* __restrict__ gr = g + r;
-    T* __restrict__ mr = m + r;
-    T* __restrict__ vr = v + r;
-    T* __restrict__ sr = kSync ? slow + r : nullptr;
-    // the next row (the tensor's last row reads itself again, from cache)
-    const T* __restrict__ nx = r + 2 * row <= numel ? g + r + row : gr;
-    // One element: the update, and its telemetry terms in u_k, q_k, d_k.
-#define RANGERLAB_GC_ELEMENT(j, u_k, q_k, d_k)                                          \
-  {                                                                                     \
-    RANGERLAB_ADAM_MOMENTS(gr[j] - mean, wr[j], mr[j], vr[j]);                          \
-    RANGERLAB_ADAM_DIRECTION(u, wr[j], mr[j], vr[j]);                                   \
-    if constexpr (kStats) {                                                             \
-      u_k = u;                                                                          \
-      if constexpr (kAdaptive) q_k = RANGERLAB_ADAM_FACTOR(vr[j]) - shift;              \
-    }                                                                                   \
-    wr[j] = wr[j] + neg_lr * u;                                                         \
-    if constexpr (kSync) {                                                              \
-      const T dj = wr[j] - sr[j];                                                       \
-      if constexpr (kStats) d_k = dj;                                                   \
-      sr[j] = alpha_small ? sr[j] + alpha * dj : wr[j] - dj * alpha_r;                  \
-      wr[j] = sr[j];                                                                    \
-    }                                                                                   \
+    sw = sg = su = sq = sq2 = sd = Vec<T>{};
+    pending = 0;
+  };
+  // One element: the update, and its telemetry terms in u_k, q_k, d_k.
+#define RANGERLAB_GC_ELEMENT(j, u_k, q_k, d_k, shift)                           \
+  {                                                                             \
+    RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);                      \
+    RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);                              \
+    if constexpr (kStats) {                                                     \
+      u_k = u;                                                                  \
+      if constexpr (kAdaptive) q_k = RANGERLAB_ADAM_FACTOR(v[j]) - shift;       \
+    }                                                                           \
+    w[j] = w[j] + neg_lr * u;                                                   \
+    if constexpr (kSync) {                                                      \
+      const T dj = w[j] - slow[j];                                              \
+      if constexpr (kStats) d_k = dj;                                           \
+      slow[j] = alpha_small ? slow[j] + alpha * dj : w[j] - dj * alpha_r;       \
+      w[j] = slow[j];                                                           \
+    }                                                                           \
   }
-    RowSum<T> ahead;
-    int64_t jb = 0;
-    for (int64_t b = 0; b < row; b += kSumSpan) {
-      const int64_t stop = std::min(row, b + kSumSpan);
-      Vec<T> acc = {};
-      for (; jb + L <= stop; jb += L) {
-        acc += load<T>(nx + jb);
+  for_gc_blocks<T>(
+      task, numel, g,
+      [&](int64_t r, T mean) {
         if constexpr (kStats) {
-          const Vec<T> wv = load<T>(wr + jb), gv = load<T>(gr + jb);
+          st->gc_sq += static_cast<double>(task.row) * mean * mean;
+          if (kAdaptive && r == task.begin) shift = factor_shift(st, s, w[r], g[r] - mean, v[r]);
+        }
+      },
+      [&](int64_t b, T mean) {
+        const T shift_ = shift;
+        if constexpr (kStats) {
+          const Vec<T> wv = load<T>(w + b), gv = load<T>(g + b);
           sw += wv * wv, sg += gv * gv;
         }
         T ut[L], qt[L], dt[L];
 #pragma omp simd
-        for (int64_t k = 0; k < L; ++k) RANGERLAB_GC_ELEMENT(jb + k, ut[k], qt[k], dt[k]);
+        for (int64_t k = 0; k < L; ++k) RANGERLAB_GC_ELEMENT(b + k, ut[k], qt[k], dt[k], shift_);
         if constexpr (kStats) {
           const Vec<T> uv = load<T>(ut);
           su += uv * uv;
@@ -138,24 +116,21 @@ void adam_gc_task(const AdamArgs<T>& s, const Task& task, int64_t numel, T* __re
             sd += dv * dv;
           }
         }
-      }
-      ahead.add(acc);
-      if constexpr (kStats) {
-        pending += stop - b;
-        if (pending >= kStatSpan) flush();
-      }
-    }
-    for (; jb < row; ++jb) {  // the row's last row % L elements
-      ahead.tail += nx[jb];
-      T u0 = 0, q0 = 0, d0 = 0;
-      if constexpr (kStats) sw[0] += wr[jb] * wr[jb], sg[0] += gr[jb] * gr[jb];
-      RANGERLAB_GC_ELEMENT(jb, u0, q0, d0);
-      if constexpr (kStats) su[0] += u0 * u0, sq[0] += q0, sq2[0] += q0 * q0, sd[0] += d0 * d0;
-    }
+      },
+      [&](int64_t j, T mean) {
+        T u0 = 0, q0 = 0, d0 = 0;
+        if constexpr (kStats) sw[0] += w[j] * w[j], sg[0] += g[j] * g[j];
+        RANGERLAB_GC_ELEMENT(j, u0, q0, d0, shift);
+        if constexpr (kStats) su[0] += u0 * u0, sq[0] += q0, sq2[0] += q0 * q0, sd[0] += d0 * d0;
+      },
+      [&](int64_t n) {
+        if constexpr (kStats) {
+          pending += n;
+          if (pending >= kStatSpan) flush();
+        }
+      });
 #undef RANGERLAB_GC_ELEMENT
-    next = ahead.total();
-  }
-  flush();
+  if constexpr (kStats) flush();
 }
 
 }  // namespace

@@ -8,7 +8,7 @@ namespace {
 // Trust-ratio pass 1: moments, and the squared norms of the direction and of the weights.
 template <typename T, bool kAdaptive, bool kSmall, bool kStats, bool kDecay>
 void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __restrict__ g,
-                    T* __restrict__ m, T* __restrict__ v, int64_t len, T mean, double& u_sq,
+                    T* __restrict__ m, T* __restrict__ v, int64_t len, double& u_sq,
                     double& w_sq, TaskStats* st) {
   RANGERLAB_ADAM_LOCALS(s);
   (void)alpha, (void)alpha_r, (void)alpha_small, (void)neg_lr;
@@ -18,17 +18,17 @@ void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __re
     const int64_t stop = std::min(len, b + kSpan);
     if constexpr (!kStats) {
       for (int64_t j = b; j < stop; ++j) {
-        RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+        RANGERLAB_ADAM_MOMENTS(g[j], w[j], m[j], v[j]);
         RANGERLAB_ADAM_DIRECTION(uj, w[j], m[j], v[j]);
         u[j - b] = uj;
       }
     } else {
       T sg = 0, sq = 0, sq2 = 0, shift = 0;
-      if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b] - mean, v[b]);
+      if constexpr (kAdaptive) shift = factor_shift(st, s, w[b], g[b], v[b]);
 #pragma omp simd reduction(+ : sg, sq, sq2)
       for (int64_t j = b; j < stop; ++j) {
         sg += g[j] * g[j];
-        RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);
+        RANGERLAB_ADAM_MOMENTS(g[j], w[j], m[j], v[j]);
         RANGERLAB_ADAM_DIRECTION(uj, w[j], m[j], v[j]);
         u[j - b] = uj;
         if constexpr (kAdaptive) {
@@ -42,6 +42,80 @@ void adam_norms_row(const AdamArgs<T>& s, const T* __restrict__ w, const T* __re
     u_sq += span_sq(u, 0, stop - b);  // the ratio's sums: the same with and without stats
     w_sq += span_sq(w, b, stop);
   }
+}
+
+// Trust-ratio pass 1 with Gradient Centralization (for_gc_blocks): each block's moments and
+// direction are an omp simd loop over its lanes, the same expressions as adam_norms_row's. The
+// ratio's two sums are vectors added into u_sq and w_sq at the end of every span (the same with
+// and without stats); telemetry's are carried across the task's rows, added into the task's
+// doubles every kStatSpan elements.
+template <typename T, bool kAdaptive, bool kSmall, bool kStats, bool kDecay>
+void adam_norms_gc_task(const AdamArgs<T>& s, const Task& task, int64_t numel,
+                        const T* __restrict__ w, const T* __restrict__ g, T* __restrict__ m,
+                        T* __restrict__ v, double& u_sq, double& w_sq, TaskStats* st) {
+  RANGERLAB_ADAM_LOCALS(s);
+  (void)alpha, (void)alpha_r, (void)alpha_small, (void)neg_lr;
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> nu = {}, nw = {}, sg = {}, sq = {}, sq2 = {};
+  int64_t pending = 0;  // elements in the telemetry vectors
+  T shift = 0;
+  const auto flush = [&] {
+    st->g_sq += lanes_total<T>(sg);
+    if constexpr (kAdaptive) {
+      st->q_n += static_cast<double>(pending);
+      st->q_sum += lanes_total<T>(sq), st->q_sum_sq += lanes_total<T>(sq2);
+    }
+    sg = sq = sq2 = Vec<T>{};
+    pending = 0;
+  };
+  // One element's moments and direction u, and its adaptive factor in q_k.
+#define RANGERLAB_GC_NORMS_ELEMENT(j, u, q_k, shift)                      \
+  RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);                  \
+  RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);                          \
+  if constexpr (kStats && kAdaptive) q_k = RANGERLAB_ADAM_FACTOR(v[j]) - shift;
+  for_gc_blocks<T>(
+      task, numel, g,
+      [&](int64_t r, T mean) {
+        if constexpr (kStats) {
+          st->gc_sq += static_cast<double>(task.row) * mean * mean;
+          if (kAdaptive && r == task.begin) shift = factor_shift(st, s, w[r], g[r] - mean, v[r]);
+        }
+      },
+      [&](int64_t b, T mean) {
+        const T shift_ = shift;
+        if constexpr (kStats) {
+          const Vec<T> gv = load<T>(g + b);
+          sg += gv * gv;
+        }
+        T ut[L], qt[L];
+#pragma omp simd
+        for (int64_t k = 0; k < L; ++k) {
+          RANGERLAB_GC_NORMS_ELEMENT(b + k, u, qt[k], shift_);
+          ut[k] = u;
+        }
+        const Vec<T> uv = load<T>(ut), wv = load<T>(w + b);
+        nu += uv * uv, nw += wv * wv;
+        if constexpr (kStats && kAdaptive) {
+          const Vec<T> qv = load<T>(qt);
+          sq += qv, sq2 += qv * qv;
+        }
+      },
+      [&](int64_t j, T mean) {
+        T q0 = 0;
+        RANGERLAB_GC_NORMS_ELEMENT(j, u, q0, shift);
+        nu[0] += u * u, nw[0] += w[j] * w[j];
+        if constexpr (kStats) sg[0] += g[j] * g[j], sq[0] += q0, sq2[0] += q0 * q0;
+      },
+      [&](int64_t n) {
+        u_sq += lanes_total<T>(nu), w_sq += lanes_total<T>(nw);
+        nu = nw = Vec<T>{};
+        if constexpr (kStats) {
+          pending += n;
+          if (pending >= kStatSpan) flush();
+        }
+      });
+#undef RANGERLAB_GC_NORMS_ELEMENT
+  if constexpr (kStats) flush();
 }
 
 // Trust-ratio pass 2: w -= lr * r * u from the stored moments, and the sync.
@@ -106,10 +180,14 @@ Tensor adam_trust_norms(at::TensorList params, at::TensorList grads, at::TensorL
       TaskStats* st = &per_task[t];
       with_flags(
           [&](auto A, auto B, auto R, auto D) {
-            for_rows<R()>(task, g, gc, st, [&](int64_t b, int64_t len, T mean) {
-              adam_norms_row<T, A(), B(), R(), D()>(s, w + b, g + b, m + b, v + b, len, mean,
-                                                    st->u_sq, st->w_sq, st);
-            });
+            if (gc && task.row > 0) {
+              adam_norms_gc_task<T, A(), B(), R(), D()>(s, task, params[i].numel(), w, g, m, v,
+                                                        st->u_sq, st->w_sq, st);
+            } else {
+              const int64_t b = task.begin;
+              adam_norms_row<T, A(), B(), R(), D()>(s, w + b, g + b, m + b, v + b,
+                                                    task.end - b, st->u_sq, st->w_sq, st);
+            }
           },
           s.adaptive, s.b1_small, out != nullptr, s.coupled || s.decoupled);
     });

@@ -6,8 +6,10 @@
 //
 // Each kernel streams a bucket's weights, gradients and state once (twice where a per-tensor norm
 // must be known before the update: LARS and the LAMB trust ratio), split into row-aligned chunks
-// that run in parallel on ATen's thread pool. Gradient Centralization is done row by row: a row's
-// mean is taken while the row is still in cache, so it costs no extra trip to memory. The maths
+// that run in parallel on ATen's thread pool. Gradient Centralization costs no extra trip to
+// memory: the Adam family's kernels take the next row's mean in the loop that updates this row
+// (for_gc_blocks), SGD's and LARS's take a row's mean just before its update, the row then still
+// in cache for it. The maths
 // follows rangerlab's reference transforms operation by operation (same order, torch's lerp
 // formula), so the fast path agrees with the reference path to rounding. One exception: the
 // adaptive direction is a * m times the adaptive factor 1 / (sqrt(v) / d + eps) (one rounding
@@ -142,9 +144,13 @@ inline double span_sq(const T* __restrict__ x, int64_t b, int64_t stop) {
 
 // The sum of g[0, len) for GC's mean: one vector of partial sums in the data type per span of
 // kSumSpan elements, each span's lanes then added into doubles lane by lane, and the row's last
-// len % lanes elements one by one at the end. The Adam family's one-pass step takes the next
-// row's sum inside the current row's loop in this same order (adam_step.cpp), so a row's mean is
-// the same wherever it is taken. Telemetry's sum of g^2 is taken in the update loop.
+// len % lanes elements one by one at the end. The Adam family's kernels take the next row's sum
+// inside the current row's loop in this same order (for_gc_blocks), so a row's mean is the same
+// wherever it is taken. A span of 2,048 is 256 terms per lane in float32 (shorter spans end the
+// update loop more often, which costs: for_gc_blocks). On rows of a large common offset and a
+// small spread (the mean's hard case: g - mean cancels), SGD's float32 step with GC measured as
+// close to float64 as the reference path's with torch's float32 mean (rows of 4,608 to 100,000).
+// Telemetry's sum of g^2 is taken in the update loop.
 constexpr int64_t kSumSpan = 2048;
 
 template <typename T>
@@ -255,6 +261,57 @@ inline void for_rows(const Task& task, const T* g, bool centralize, TaskStats* s
     const T mean = static_cast<T>(row_sum(g + r, len) / static_cast<double>(task.row));
     if constexpr (kStats) st->gc_sq += static_cast<double>(len) * mean * mean;
     row_fn(r, len, mean);
+  }
+}
+
+// Gradient Centralization's rows of one task (tasks hold whole rows: make_tasks) for the Adam
+// family, in blocks of one vector, with the next row's sum (its mean) taken in the same loop as
+// this row's update, in row_sum's order, so that a row's mean is the same wherever it is taken. A
+// pass of its own over a row's gradients before its update is one stream from memory with
+// nothing beside it: on ResNet-18's shapes, 1 thread, it made Adam's kernel with GC 1.20x the
+// kernel without GC, and 1.04x with the read-ahead (scripts/bench_telemetry_kernels.py). The last
+// row of a task reads ahead into the next task's first row, whose sum is dropped (that task takes
+// it again, from cache where the same thread runs it); the tensor's last row reads itself again.
+// The kernel's parts:
+//   row_fn(r, mean)       a row starts at element r;
+//   block(r + j, mean)    its elements [r + j, r + j + lanes);
+//   element(r + j, mean)  one of its last (row length % lanes) elements;
+//   span(n)               after each span of n <= kSumSpan elements, its last elements included
+//                         (where vector sums are folded).
+// The sums that telemetry takes in these blocks are vectors carried from block to block, not
+// `omp simd` reductions: those end with every loop, and a row would end them (a loop that ends
+// often costs more than its sums: rows in spans of 512 instead of 2,048 made Adam's recorded
+// kernel with GC 1.10x its unrecorded one instead of 1.05x).
+// Always inlined: where GCC compiled it as a function of its own, the kernels' parts became calls
+// through their closures, and Ranger's recorded sync step ran 6x slower (every test still passed).
+template <typename T, typename RowFn, typename Block, typename Element, typename Span>
+__attribute__((always_inline)) inline void for_gc_blocks(
+    const Task& task, int64_t numel, const T* __restrict__ g, const RowFn& row_fn,
+    const Block& block, const Element& element, const Span& span) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t row = task.row;
+  double next = row_sum(g + task.begin, row);
+  for (int64_t r = task.begin; r < task.end; r += row) {
+    const T mean = static_cast<T>(next / static_cast<double>(row));
+    row_fn(r, mean);
+    const T* __restrict__ ahead_of = r + 2 * row <= numel ? g + r + row : g + r;
+    RowSum<T> ahead;
+    int64_t j = 0;
+    for (int64_t b = 0; b < row; b += kSumSpan) {
+      const int64_t stop = std::min(row, b + kSumSpan);
+      Vec<T> acc = {};
+      for (; j + L <= stop; j += L) {
+        acc += load<T>(ahead_of + j);
+        block(r + j, mean);
+      }
+      for (; j < stop; ++j) {  // the row's last elements (stop == row here)
+        ahead.tail += ahead_of[j];
+        element(r + j, mean);
+      }
+      ahead.add(acc);
+      span(stop - b);
+    }
+    next = ahead.total();
   }
 }
 
