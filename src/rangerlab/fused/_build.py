@@ -34,7 +34,10 @@ HERE = Path(__file__).parent
 #: headers they share.
 SOURCES = tuple(HERE / name for name in ("adam_step.cpp", "adam_trust.cpp", "sgd.cpp"))
 HEADERS = tuple(HERE / name for name in ("kernels.h", "adam.h"))
-# No -ffast-math: results must match the reference path; these two only let loops vectorize.
+# No -ffast-math: results must match the reference path. -fno-math-errno and -fno-trapping-math
+# only let loops vectorize; -fno-tree-loop-distribution keeps GCC from splitting the sum of the
+# next GC row back out of the update loop that reads it ahead (kernels.h, for_gc_blocks): split,
+# it was a pass of its own again. The other loops compile to the same code with it or without.
 FLAGS = [
     "-O3",
     "-march=native",
@@ -95,7 +98,7 @@ def build_dir() -> Path:
 
 
 def load() -> object:
-    """Build the kernels on first use (31-34 s measured on 2 cores), load them, return the ops.
+    """Build the kernels on first use (28-34 s measured on 2 cores), load them, return the ops.
 
     Later calls, and later processes, reuse the cached library. A failed build is remembered:
     later calls raise again with its cause instead of retrying.
