@@ -70,9 +70,8 @@ inline T factor_shift(TaskStats* st, const Args& s, T wb, T gb, T vb) {
   return static_cast<T>(st->q_shift);
 }
 
-// Adds one span's shifted sums of the adaptive factor to the task's.
-template <typename T>
-inline void add_factors(TaskStats* st, int64_t len, T sum, T sum_sq) {
+// Adds the shifted sums of the adaptive factor over len elements (a span's) to the task's.
+inline void add_factors(TaskStats* st, int64_t len, double sum, double sum_sq) {
   st->q_n += static_cast<double>(len), st->q_sum += sum, st->q_sum_sq += sum_sq;
 }
 

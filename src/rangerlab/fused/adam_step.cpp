@@ -63,10 +63,7 @@ void adam_gc_task(const AdamArgs<T>& s, const Task& task, int64_t numel, T* __re
   const auto flush = [&] {
     st->w_sq += lanes_total<T>(sw), st->g_sq += lanes_total<T>(sg);
     st->u_sq += lanes_total<T>(su), st->dist_sq += lanes_total<T>(sd);
-    if constexpr (kAdaptive) {
-      st->q_n += static_cast<double>(pending);
-      st->q_sum += lanes_total<T>(sq), st->q_sum_sq += lanes_total<T>(sq2);
-    }
+    if constexpr (kAdaptive) add_factors(st, pending, lanes_total<T>(sq), lanes_total<T>(sq2));
     sw = sg = su = sq = sq2 = sd = Vec<T>{};
     pending = 0;
   };
@@ -96,7 +93,7 @@ void adam_gc_task(const AdamArgs<T>& s, const Task& task, int64_t numel, T* __re
         }
       },
       [&](int64_t b, T mean) {
-        const T shift_ = shift;
+        const T shift_ = shift;  // a local for the loop, not a read through the closure
         if constexpr (kStats) {
           const Vec<T> wv = load<T>(w + b), gv = load<T>(g + b);
           sw += wv * wv, sg += gv * gv;

@@ -61,10 +61,7 @@ void adam_norms_gc_task(const AdamArgs<T>& s, const Task& task, int64_t numel,
   T shift = 0;
   const auto flush = [&] {
     st->g_sq += lanes_total<T>(sg);
-    if constexpr (kAdaptive) {
-      st->q_n += static_cast<double>(pending);
-      st->q_sum += lanes_total<T>(sq), st->q_sum_sq += lanes_total<T>(sq2);
-    }
+    if constexpr (kAdaptive) add_factors(st, pending, lanes_total<T>(sq), lanes_total<T>(sq2));
     sg = sq = sq2 = Vec<T>{};
     pending = 0;
   };
@@ -82,7 +79,7 @@ void adam_norms_gc_task(const AdamArgs<T>& s, const Task& task, int64_t numel,
         }
       },
       [&](int64_t b, T mean) {
-        const T shift_ = shift;
+        const T shift_ = shift;  // a local for the loop, not a read through the closure
         if constexpr (kStats) {
           const Vec<T> gv = load<T>(g + b);
           sg += gv * gv;
