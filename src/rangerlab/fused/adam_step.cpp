@@ -84,12 +84,11 @@ void adam_gc_task(const AdamArgs<T>& s, const Task& task, int64_t numel, T* __re
       w[j] = slow[j];                                                           \
     }                                                                           \
   }
-  for_gc_blocks<T>(
-      task, numel, g,
+  for_gc_blocks<kStats, T>(
+      task, numel, g, st,
       [&](int64_t r, T mean) {
-        if constexpr (kStats) {
-          st->gc_sq += static_cast<double>(task.row) * mean * mean;
-          if (kAdaptive && r == task.begin) shift = factor_shift(st, s, w[r], g[r] - mean, v[r]);
+        if (kStats && kAdaptive && r == task.begin) {
+          shift = factor_shift(st, s, w[r], g[r] - mean, v[r]);
         }
       },
       [&](int64_t b, T mean) {

@@ -70,12 +70,11 @@ void adam_norms_gc_task(const AdamArgs<T>& s, const Task& task, int64_t numel,
   RANGERLAB_ADAM_MOMENTS(g[j] - mean, w[j], m[j], v[j]);                  \
   RANGERLAB_ADAM_DIRECTION(u, w[j], m[j], v[j]);                          \
   if constexpr (kStats && kAdaptive) q_k = RANGERLAB_ADAM_FACTOR(v[j]) - shift;
-  for_gc_blocks<T>(
-      task, numel, g,
+  for_gc_blocks<kStats, T>(
+      task, numel, g, st,
       [&](int64_t r, T mean) {
-        if constexpr (kStats) {
-          st->gc_sq += static_cast<double>(task.row) * mean * mean;
-          if (kAdaptive && r == task.begin) shift = factor_shift(st, s, w[r], g[r] - mean, v[r]);
+        if (kStats && kAdaptive && r == task.begin) {
+          shift = factor_shift(st, s, w[r], g[r] - mean, v[r]);
         }
       },
       [&](int64_t b, T mean) {

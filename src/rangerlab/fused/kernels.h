@@ -272,6 +272,7 @@ inline void for_rows(const Task& task, const T* g, bool centralize, TaskStats* s
 // kernel without GC, and 1.04x with the read-ahead (scripts/bench_telemetry_kernels.py). The last
 // row of a task reads ahead into the next task's first row, whose sum is dropped (that task takes
 // it again, from cache where the same thread runs it); the tensor's last row reads itself again.
+// With kStats (telemetry) each row adds its removed mean's squared norm to st, as in for_rows.
 // The kernel's parts:
 //   row_fn(r, mean)       a row starts at element r;
 //   block(r + j, mean)    its elements [r + j, r + j + lanes);
@@ -284,15 +285,16 @@ inline void for_rows(const Task& task, const T* g, bool centralize, TaskStats* s
 // kernel with GC 1.10x its unrecorded one instead of 1.05x).
 // Always inlined: where GCC compiled it as a function of its own, the kernels' parts became calls
 // through their closures, and Ranger's recorded sync step ran 6x slower (every test still passed).
-template <typename T, typename RowFn, typename Block, typename Element, typename Span>
+template <bool kStats, typename T, typename RowFn, typename Block, typename Element, typename Span>
 __attribute__((always_inline)) inline void for_gc_blocks(
-    const Task& task, int64_t numel, const T* __restrict__ g, const RowFn& row_fn,
+    const Task& task, int64_t numel, const T* __restrict__ g, TaskStats* st, const RowFn& row_fn,
     const Block& block, const Element& element, const Span& span) {
   constexpr int64_t L = kLanes<T>;
   const int64_t row = task.row;
   double next = row_sum(g + task.begin, row);
   for (int64_t r = task.begin; r < task.end; r += row) {
     const T mean = static_cast<T>(next / static_cast<double>(row));
+    if constexpr (kStats) st->gc_sq += static_cast<double>(row) * mean * mean;
     row_fn(r, mean);
     const T* __restrict__ ahead_of = r + 2 * row <= numel ? g + r + row : g + r;
     RowSum<T> ahead;
