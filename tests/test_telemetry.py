@@ -308,15 +308,35 @@ def test_interval_mean_and_peek():
     assert opt.telemetry() == {"steps": 0.0, "recorded_steps": 0.0}
 
 
+def test_waiting_stats_are_bounded_by_rows(monkeypatch):
+    """A bucket of many tensors turns its waiting stats into quantities after fewer steps
+    (`telemetry.STATS_ROWS`), and the interval's means are still those of every step."""
+    monkeypatch.setattr(telemetry, "STATS_ROWS", 2 * len(NAMES))  # 2 steps of this bucket
+    assert telemetry.batch_limit(len(NAMES)) == 2
+    params = [p for _, p in make_params()]
+    opt = rangerlab.Ranger(list(zip(NAMES, params)), telemetry=True, fused=True)
+    norms = []
+    for t in range(1, 6):
+        for p, grad in zip(params, grads(t, params)):
+            p.grad = grad
+        norms.append(params[0].grad.norm().item())
+        opt.step()
+        waiting = sum(map(len, telemetry.recorder(opt).pending.values()))
+        assert waiting == t % 2
+    got = opt.telemetry()
+    assert got["grad_norm/fc.weight"] == pytest.approx(sum(norms) / 5, rel=1e-6)
+
+
 @pytest.mark.parametrize("lr_kind", ["float", "tensor"])
 @pytest.mark.parametrize("name", ["ranger", "ranger_lars", "adamw", "larc"])
 def test_a_long_interval_is_the_mean_of_its_steps(name, lr_kind):
-    """Read once after more steps than `telemetry.STATS_BATCH` (the fused kernels' stats are
+    """Read once after more steps than `telemetry.batch_limit` (the fused kernels' stats are
     turned into quantities in batches): every value is the mean, over the steps that recorded
     it, of what per-step reads give; with a learning rate that changes every step, RAdam's
     switch to adaptive steps and Lookahead syncs falling inside one batch."""
     cls, kwargs, _ = PRESETS[name]
-    steps = 2 * telemetry.STATS_BATCH + 7
+    limit = telemetry.batch_limit(len(NAMES))
+    steps = 2 * limit + 7
     runs = []
     for per_step in (True, False):
         params = [p for _, p in make_params()]
@@ -333,7 +353,7 @@ def test_a_long_interval_is_the_mean_of_its_steps(name, lr_kind):
                 reads.append(opt.telemetry())
         if not per_step:
             pending = telemetry.recorder(opt).pending
-            assert sum(map(len, pending.values())) == steps % telemetry.STATS_BATCH  # bounded
+            assert sum(map(len, pending.values())) == steps % limit  # bounded
             reads.append(opt.telemetry())
         runs.append(reads)
     each, (once,) = runs
