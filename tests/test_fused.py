@@ -148,6 +148,28 @@ def test_a_gc_row_steps_the_same_wherever_its_mean_is_taken(cls, dtype, telemetr
     assert all(torch.equal(p[i], p[0]) for i in range(1, 30))
 
 
+@pytest.mark.parametrize("alpha", [0.3, 0.6])  # torch's lerp: the two formulas
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cls", [rangerlab.Ranger, rangerlab.RangerLARS])
+def test_recording_changes_no_bit_on_long_gc_rows(cls, dtype, alpha):
+    """The recorded kernels (telemetry's sums; the Lookahead sync on whole vectors, its formula
+    picked by a mask) write exactly what the unrecorded ones write, on GC rows of many vectors
+    and a tail, across task boundaries, with syncs (k = 2)."""
+    runs = []
+    for telemetry in (False, True):
+        gen = torch.Generator().manual_seed(3)
+        params = [
+            torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in LONG_ROW_SHAPES
+        ]
+        opt = cls(params, lr=1e-2, k=2, alpha=alpha, fused=True, telemetry=telemetry)
+        for _ in range(5):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
+            opt.step()
+        runs.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
 def resume(case, params, saved, start, steps, **path):
     """A new optimizer on ``path`` loads ``saved`` and takes ``trajectory``'s steps from
     ``start`` (the gradients drawn as ``trajectory`` draws them)."""

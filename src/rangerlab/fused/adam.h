@@ -12,7 +12,7 @@ namespace {
 // locals (through a reference the compiler must assume a store to w may change them).
 template <typename T>
 struct AdamArgs {
-  T b1w, b2, b2w, eps, wd_in, wd_out, a, d, neg_lr, alpha;
+  T b1w, b2, b2w, eps, wd_in, wd_out, a, inv_d, neg_lr, alpha;
   bool b1_small, alpha_small, coupled, decoupled, adaptive, sync;
 };
 
@@ -29,7 +29,8 @@ struct AdamArgs {
 #define RANGERLAB_ADAM_LOCALS(s)                                                          \
   const T b1w = s.b1w, b1r = T(1) - s.b1w, b2 = s.b2, b2w = s.b2w, eps = s.eps;           \
   const T wd_in = s.coupled ? s.wd_in : T(0), wd_out = s.decoupled ? s.wd_out : T(0);     \
-  const T a = s.a, d = s.d, neg_lr = s.neg_lr, alpha = s.alpha, alpha_r = T(1) - s.alpha; \
+  const T a = s.a, inv_d = s.inv_d, neg_lr = s.neg_lr, alpha = s.alpha;                   \
+  const T alpha_r = T(1) - s.alpha;                                                       \
   const bool alpha_small = s.alpha_small
 
 // Adam's moments (torch's lerp for m), for element j.
@@ -47,8 +48,8 @@ struct AdamArgs {
 #define RANGERLAB_ADAM_DIRECTION(u, wj, mj, vj)                                           \
   T u;                                                                                    \
   if constexpr (kAdaptive) {                                                              \
-    u = kDecay ? (a * (mj)) * (T(1) / (std::sqrt(vj) / d + eps)) + wd_out * (wj)          \
-               : (a * (mj)) * (T(1) / (std::sqrt(vj) / d + eps));                         \
+    u = kDecay ? (a * (mj)) * (T(1) / (std::sqrt(vj) * inv_d + eps)) + wd_out * (wj)      \
+               : (a * (mj)) * (T(1) / (std::sqrt(vj) * inv_d + eps));                     \
   } else {                                                                                \
     u = kDecay ? (mj) * a + wd_out * (wj) : (mj) * a;                                     \
   }
@@ -65,7 +66,8 @@ template <typename T, typename Args>
 inline T factor_shift(TaskStats* st, const Args& s, T wb, T gb, T vb) {
   if (st->q_n == 0) {
     const T g = gb + (s.coupled ? s.wd_in : T(0)) * wb;
-    st->q_shift = static_cast<double>(T(1) / (std::sqrt(vb * s.b2 + s.b2w * g * g) / s.d + s.eps));
+    const T q = T(1) / (std::sqrt(vb * s.b2 + s.b2w * g * g) * s.inv_d + s.eps);
+    st->q_shift = static_cast<double>(q);
   }
   return static_cast<T>(st->q_shift);
 }
@@ -79,9 +81,9 @@ inline void add_factors(TaskStats* st, int64_t len, double sum, double sum_sq) {
 // sums as omp simd reductions; the update itself is the same expression as without, so the
 // weights are bit-identical.
 
-// The adaptive factor q = 1 / (sqrt(v) / d + eps) of element j (the same expression as in the
-// direction, so the compiler computes it once).
-#define RANGERLAB_ADAM_FACTOR(vj) (T(1) / (std::sqrt(vj) / d + eps))
+// The adaptive factor q = 1 / (sqrt(v) * (1 / d) + eps) of element j (the same expression as in
+// the direction, so the compiler computes it once).
+#define RANGERLAB_ADAM_FACTOR(vj) (T(1) / (std::sqrt(vj) * inv_d + eps))
 
 // RANGERLAB_SYNC with (fast - slow)^2 added to sd first, its lerp formula chosen at compile time
 // (kAlphaSmall): GCC leaves a loop with that choice made inside it unvectorized.
@@ -107,7 +109,7 @@ AdamArgs<T> adam_args(const AdamConfig& c, double a, double d, int64_t adaptive,
                       bool sync, double alpha) {
   AdamArgs<T> s;
   s.b1w = T(1 - c.beta1), s.b2 = T(c.beta2), s.b2w = T(1 - c.beta2), s.eps = T(c.eps);
-  s.wd_in = T(c.weight_decay), s.wd_out = T(c.weight_decay), s.a = T(a), s.d = T(d);
+  s.wd_in = T(c.weight_decay), s.wd_out = T(c.weight_decay), s.a = T(a), s.inv_d = T(1 / d);
   s.neg_lr = T(-lr), s.alpha = T(alpha);
   s.b1_small = std::abs(1 - c.beta1) < 0.5, s.alpha_small = std::abs(alpha) < 0.5;
   s.coupled = !c.decoupled && c.weight_decay != 0;
