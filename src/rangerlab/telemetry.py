@@ -154,15 +154,28 @@ class Recorder:
                 continue
             cols, masks = _stats_quantities(key, batch)
             quantities = tuple(cols)
-            values = torch.stack([cols[q] for q in quantities], dim=-1)  # (steps, names, q)
+            # each quantity summed over the steps, where its mask keeps it: (names, q)
+            values = torch.stack(
+                [
+                    (cols[q] if q not in masks else torch.where(masks[q], cols[q], 0.0)).sum(0)
+                    for q in quantities
+                ],
+                dim=-1,
+            )
             if masks:
-                counts = torch.ones_like(values)
-                for q, mask in masks.items():
-                    counts[..., quantities.index(q)] = mask.to(counts.dtype)
-                values = torch.where(counts > 0, values, 0.0)
-                self._accumulate((quantities, key.names), values.sum(0), counts.sum(0))
+                k = len(batch)
+                counts = torch.stack(
+                    [
+                        masks[q].sum(0, dtype=values.dtype)
+                        if q in masks
+                        else torch.full_like(values[:, 0], float(k))
+                        for q in quantities
+                    ],
+                    dim=-1,
+                )
+                self._accumulate((quantities, key.names), values, counts)
             else:
-                self._accumulate((quantities, key.names), values.sum(0), len(batch))
+                self._accumulate((quantities, key.names), values, len(batch))
 
     def _count_table(self, quantities, names, masks, device) -> Tensor:
         """1/0 per (name, quantity) from ``masks``; built once per pattern of host masks."""
@@ -331,18 +344,19 @@ def names_by_param(optimizer: torch.optim.Optimizer, group_index: int) -> dict[i
 # batch (at a read, or when `batch_limit` of them have gathered): a step then costs a list
 # append. A batch's cost is mostly a fixed number of tensor operations: on ResNet-18's 62 tensors
 # (1 thread) 1.6-1.8 ms for 32 steps, 2.8 ms for 128, so 50 -> 22 us per step of a 10 ms step.
-# The rows bound keeps what waits small for models of many tensors (8,192 rows of 9 float64
-# sums: 576 KiB).
+# The rows bound keeps what waits bounded for models of many tensors (65,536 rows of 9 float64
+# sums: 4.5 MiB), and still lets 2,048 tensors wait 32 steps (a batch every 4 steps made a
+# recorded step on 2,000 small tensors slower, not faster).
 STATS_BATCH = 128
-STATS_ROWS = 8192
+STATS_ROWS = 65536
 
 
 def batch_limit(tensors: int) -> int:
     """Recorded steps of a bucket of ``tensors`` tensors that wait before they are turned into
     quantities: `STATS_BATCH`, fewer where that many steps would hold over `STATS_ROWS` rows.
 
-    >>> batch_limit(62), batch_limit(1000), batch_limit(100_000)
-    (128, 8, 1)
+    >>> batch_limit(62), batch_limit(2000), batch_limit(100_000)
+    (128, 32, 1)
     """
     return max(1, min(STATS_BATCH, STATS_ROWS // max(tensors, 1)))
 
@@ -401,6 +415,8 @@ def record_stats(
     pending = rec.pending.setdefault(layout, [])
     sync = sync if isinstance(sync, Tensor) else bool(sync)
     gc_rows = tuple(w.dim() > 1 for w in weights) if layout.gc and not pending else None
+    if radam and not isinstance(steps, Tensor) and len(set(steps)) == 1:
+        steps = (steps[0],)  # the common case, one count for all (flush: K values, not K x n)
     pending.append(_StatsStep(stats, lr, steps, sync, gc_rows))
     if len(pending) >= batch_limit(len(names)):
         rec.flush(layout)
@@ -411,9 +427,11 @@ def _stats_quantities(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The quantities of a batch of recorded steps, each a (steps, tensors) float64 tensor,
     and the masks of the entries they are recorded for (where absent: all)."""
-    stats = torch.stack([b.stats for b in batch])  # (K, n, columns)
+    # (columns, K, n): each column contiguous (strided columns of (K, n, columns) made every
+    # operation below several times slower on 2,000 tensors)
+    stats = torch.stack([b.stats for b in batch]).permute(2, 0, 1).contiguous()
     device, f64 = stats.device, torch.float64
-    k, n = stats.shape[:2]
+    k, n = stats.shape[1:]
 
     def per_step(values: list) -> Tensor:  # numbers or tensors, one per step -> (K, 1)
         if not any(isinstance(v, Tensor) for v in values):
@@ -422,39 +440,43 @@ def _stats_quantities(
             [torch.as_tensor(v, dtype=f64, device=device).reshape(()) for v in values]
         ).reshape(k, 1)
 
-    roots = stats[..., : columns.U_SQ + 1].sqrt()  # ||w||, ||g||, ||u||
-    update = roots[..., columns.U_SQ] * per_step([b.lr for b in batch])
+    roots = stats[: columns.U_SQ + 1].sqrt()  # ||w||, ||g||, ||u||
+    update = roots[columns.U_SQ] * per_step([b.lr for b in batch])
     cols = {
-        "weight_norm": roots[..., columns.W_SQ],
-        "grad_norm": roots[..., columns.G_SQ],
+        "weight_norm": roots[columns.W_SQ],
+        "grad_norm": roots[columns.G_SQ],
         "update_norm": update,
-        "update_ratio": update / roots[..., columns.W_SQ],
+        "update_ratio": update / roots[columns.W_SQ],
     }
     masks: dict[str, Tensor] = {}
     if layout.trust:
-        cols["trust_ratio"] = stats[..., columns.RATIO]
+        cols["trust_ratio"] = stats[columns.RATIO]
     if layout.adam:
         scale: float | Tensor = 1.0
         if layout.radam_beta2 is not None:
             beta2 = layout.radam_beta2
             if all(isinstance(b.steps, Tensor) for b in batch):  # device counters
                 t = torch.stack([b.steps.to(device, f64).reshape(-1) for b in batch])
+            elif all(len(b.steps) == 1 for b in batch):  # one count per step (record_stats)
+                t = torch.tensor([b.steps[0] for b in batch], dtype=f64, device=device)
+                t = t.reshape(k, 1)
             else:
                 t = torch.tensor([list(b.steps) for b in batch], dtype=f64, device=device)
-            rect, adaptive = _rectifier(t, beta2)
+                t = t.reshape(k, -1)
+            rect, adaptive = (x.expand(k, n) for x in _rectifier(t, beta2))
             scale = (1.0 - beta2**t).sqrt()  # RAdam's step is sqrt(1-b2^t)/(sqrt(v)+eps)
             cols["adaptive"] = adaptive.to(f64)
             cols["rectifier"] = rect
             masks["rectifier"] = masks["adaptive_lr_mean"] = masks["adaptive_lr_cv"] = adaptive
-        mean = stats[..., columns.Q_MEAN]
+        mean = stats[columns.Q_MEAN]
         cols["adaptive_lr_mean"] = mean * scale
-        cols["adaptive_lr_cv"] = (stats[..., columns.Q_M2] / stats[..., columns.Q_N]).sqrt() / mean
+        cols["adaptive_lr_cv"] = (stats[columns.Q_M2] / stats[columns.Q_N]).sqrt() / mean
     if layout.gc:  # GC leaves tensors of dim <= 1 alone
-        cols["gc_removed_norm"] = stats[..., columns.GC_SQ].sqrt()
+        cols["gc_removed_norm"] = stats[columns.GC_SQ].sqrt()
         masks["gc_removed_norm"] = torch.tensor(batch[0].gc_rows, device=device).expand(k, n)
     syncs = [b.sync for b in batch]
     if any(isinstance(s, Tensor) or s for s in syncs):
-        cols["lookahead_distance"] = stats[..., columns.DIST_SQ].sqrt()
+        cols["lookahead_distance"] = stats[columns.DIST_SQ].sqrt()
         masks["lookahead_distance"] = per_step(syncs).expand(k, n) > 0
     return cols, masks
 
