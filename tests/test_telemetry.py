@@ -308,6 +308,40 @@ def test_interval_mean_and_peek():
     assert opt.telemetry() == {"steps": 0.0, "recorded_steps": 0.0}
 
 
+@pytest.mark.parametrize("per_step", [False, True])
+def test_tensors_at_different_step_counts_get_their_own_rectifier(per_step):
+    """One bucket whose tensors' step counts differ (one got gradients only from the 4th step):
+    each tensor's RAdam rectifier and adaptive flag follow its own count, whether the batch of
+    waiting stats holds one count per step (all equal) or one per tensor."""
+    from rangerlab.transforms.radam import rectification
+
+    params = [p for _, p in make_params()]
+    opt = rangerlab.Ranger(list(zip(NAMES, params)), telemetry=True, fused=True)
+    reads = []
+    for t in range(1, 12):
+        for i, (p, grad) in enumerate(zip(params, grads(t, params))):
+            p.grad = grad if (i != 0 or t > 3) else None
+        opt.step()
+        if per_step:
+            reads.append(opt.telemetry())
+    if not per_step:
+        reads.append(opt.telemetry())
+
+    def mean_over_reads(key):
+        values = [r[key] for r in reads if key in r]
+        return sum(values) / len(values)
+
+    rect = {
+        n: [rectification(c, 0.999) for c in counts]
+        for n, counts in (("fc.weight", range(1, 9)), ("conv.weight", range(1, 12)))
+    }
+    for name, values in rect.items():
+        adaptive = [r for r in values if r is not None]
+        want = sum(adaptive) / len(adaptive)
+        assert mean_over_reads(f"rectifier/{name}") == pytest.approx(want, rel=1e-12)
+        assert mean_over_reads(f"adaptive/{name}") == pytest.approx(len(adaptive) / len(values))
+
+
 def test_waiting_stats_are_bounded_by_rows(monkeypatch):
     """A bucket of many tensors turns its waiting stats into quantities after fewer steps
     (`telemetry.STATS_ROWS`), and the interval's means are still those of every step."""
