@@ -43,10 +43,12 @@ step the fused kernels (C++ on the CPU, Triton on CUDA) compute every quantity i
 make anyway (`rangerlab.fused.stats`: a few more sums over data already in cache), and the
 weights they write are bit-identical to a step without telemetry, so recording never changes a
 trajectory. On FSDP2's ``Shard(0)`` shards the fused step sums each rank's rows and one
-``all_gather`` per recorded bucket combines them (`rangerlab.fused.sharded.combine_stats`), so
-every rank records the whole tensors' quantities. On the reference path (``foreach=True/False``,
-chains without a kernel, other shardings) the probes and the transforms add a few norm
-reductions per tensor instead; that path agrees with the fused one to rounding.
+asynchronous ``all_gather`` per recorded bucket combines them
+(`rangerlab.fused.sharded.GatheredStats`: the step does not wait for it; the batch's turn into
+quantities does), so every rank records the whole tensors' quantities. On the reference path
+(``foreach=True/False``, chains without a kernel, other shardings) the probes and the
+transforms add a few norm reductions per tensor instead; that path agrees with the fused one to
+rounding.
 ``python -m rangerlab.bench`` shows the step times side by side.
 Values stay on the device as tensors until they are read. The kernels' sums of a recorded step
 are kept as they come (one small float64 tensor per bucket) and turned into the quantities for
@@ -64,6 +66,7 @@ from torch import Tensor, nn
 
 from ._ops import foreach_supported
 from .fused import stats as columns
+from .fused.sharded import GatheredStats
 from .transforms.base import Context, Transform
 from .transforms.radam import _rectifier
 
@@ -374,7 +377,7 @@ class _StatsLayout(NamedTuple):
 class _StatsStep(NamedTuple):
     """One recorded step of a bucket: the kernel's stats and the step's own numbers."""
 
-    stats: Tensor
+    stats: Tensor | GatheredStats  # GatheredStats: resolved when the batch is
     lr: float | Tensor
     steps: Sequence[int] | Tensor
     sync: bool | Tensor
@@ -388,10 +391,11 @@ def record_stats(
     kernel: Any,
     names: list[str],
     weights: Sequence[Tensor],
-    stats: Tensor,
+    stats: Tensor | GatheredStats,
     steps: Sequence[int] | Tensor,
 ) -> None:
-    """Record one bucket's quantities from the ``stats`` a fused kernel filled in its passes.
+    """Record one bucket's quantities from the ``stats`` a fused kernel filled in its passes
+    (on FSDP2 shards: a `rangerlab.fused.sharded.GatheredStats`, resolved when the batch is).
 
     ``kernel`` is the bucket's `rangerlab.fused.FusedKernel` (or the Triton step around one: it
     says which quantities the chain has), ``weights`` the bucket's tensors, ``steps`` each
@@ -429,7 +433,8 @@ def _stats_quantities(
     and the masks of the entries they are recorded for (where absent: all)."""
     # (columns, K, n): each column contiguous (strided columns of (K, n, columns) made every
     # operation below several times slower on 2,000 tensors)
-    stats = torch.stack([b.stats for b in batch]).permute(2, 0, 1).contiguous()
+    stats = [b.stats if isinstance(b.stats, Tensor) else b.stats.resolve() for b in batch]
+    stats = torch.stack(stats).permute(2, 0, 1).contiguous()
     device, f64 = stats.device, torch.float64
     k, n = stats.shape[1:]
 

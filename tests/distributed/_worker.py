@@ -183,6 +183,10 @@ def scenario_two(rank: int, world: int, out: str) -> dict:
     results["telemetry"] = {
         name: telemetry_reads(name, fsdp_model(world), rank, world) for name in TELEMETRY
     }
+    results["telemetry_interval"] = {
+        name: telemetry_interval(name, fsdp_model(world), rank, world)
+        for name in TELEMETRY_INTERVAL
+    }
     results["checkpoint"] = checkpoint_roundtrip(rank, world, out)
     results["skip_nonfinite"] = skip_nonfinite(rank, world)
     results["zero"] = zero_checks(rank, world, out)
@@ -213,6 +217,18 @@ def telemetry_reads(name: str, model: nn.Module, rank: int = 0, world: int = 1) 
     finally:
         rangerlab.telemetry.probed = real
     return {"reads": reads, "probed": len(probed)}
+
+
+#: Read once, after all the steps, on rank 0 alone (as a logger on rank 0 does).
+TELEMETRY_INTERVAL = ("Ranger", "RangerLARS", "LARC")
+
+
+def telemetry_interval(name: str, model: nn.Module, rank: int, world: int) -> dict | None:
+    """STEPS steps of ``name`` with ``telemetry=True`` and one read at the end, on rank 0 only:
+    the ranks' sums, gathered without waiting in each step, are combined at that read."""
+    opt = OPTIMIZERS[name](model.parameters(), telemetry=True)
+    train(model, opt, range(STEPS), rank, world)
+    return opt.telemetry() if rank == 0 else None
 
 
 def skip_nonfinite(rank: int, world: int) -> dict:

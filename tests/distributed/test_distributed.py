@@ -232,6 +232,25 @@ def test_fsdp2_telemetry_is_recorded_by_the_fused_step_and_equals_one_process(
     assert ("lookahead_distance" in keys) == (name in ("Ranger", "RangerLARS"))
 
 
+@pytest.mark.parametrize("name", worker.TELEMETRY_INTERVAL)
+def test_fsdp2_telemetry_read_once_on_rank_0_is_the_mean_of_one_process_steps(
+    two: dict, name: str
+) -> None:
+    """One read after all the steps, on rank 0 alone: each value is the mean, over the steps
+    that recorded it, of one process's per-step values (the ranks' sums were gathered while the
+    steps went on, and combined at the read)."""
+    got = dict(two["telemetry_interval"][name])
+    assert got.pop("steps") == got.pop("recorded_steps") == worker.STEPS
+    per_step: dict[str, list[float]] = {}
+    for read in telemetry_reference(name):
+        for key, value in read.items():
+            if key not in ("steps", "recorded_steps"):
+                per_step.setdefault(key, []).append(value)
+    assert got.keys() == per_step.keys()
+    for key, values in per_step.items():
+        assert got[key] == pytest.approx(sum(values) / len(values), rel=2e-5, abs=1e-9), key
+
+
 @pytest.mark.parametrize("name", ["LARS", "RangerLARS", "Ranger"])
 def test_fsdp2_telemetry_on_three_uneven_shards_equals_one_process(three: dict, name: str) -> None:
     result = three["telemetry"][name]

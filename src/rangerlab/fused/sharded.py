@@ -10,7 +10,8 @@ like the parameter.
 
 Telemetry: a recorded step's per-tensor sums (`rangerlab.fused.stats`) are of the local rows;
 one ``all_gather`` per recorded bucket combines them (`combine_stats`), so every rank records the
-whole tensors' quantities, as one process would.
+whole tensors' quantities, as one process would. The gather is asynchronous (`GatheredStats`):
+the step goes on, and the wait comes when telemetry turns the batch into quantities.
 """
 
 from __future__ import annotations
@@ -79,6 +80,33 @@ def combine_stats(per_rank: Tensor) -> Tensor:
     return out
 
 
+class GatheredStats:
+    """A recorded bucket's stats while the ranks' sums are still on their way (an async
+    ``all_gather``): `resolve` waits for them and combines them (`combine_stats`) into the
+    local stats tensor, once.
+
+    The step does not wait: a recorded step used to wait at a blocking ``all_gather`` for the
+    slowest rank (on 2 gloo ranks of ResNet-18's shapes, the fused Ranger step with telemetry
+    took 12.0 ms against 8.2 ms without). The wait moves to when telemetry turns the stats into
+    quantities (a read, or a full batch: `rangerlab.telemetry.batch_limit`), which waits only
+    on the rank's own request: a read on one rank alone (a logger on rank 0) never starts a
+    collective the other ranks would have to join.
+    """
+
+    def __init__(self, local: Tensor, work: Any, gathered: list[Tensor]):
+        self.local = local
+        self.device = local.device
+        self._work, self._gathered = work, gathered
+
+    def resolve(self) -> Tensor:
+        """The whole tensors' stats (waits for the gather the first time)."""
+        if self._work is not None:
+            self._work.wait()
+            self.local.copy_(combine_stats(torch.stack(self._gathered)))
+            self._work = self._gathered = None
+        return self.local
+
+
 class ShardedStep:
     """Runs a fused kernel (CPU or Triton) on the local shards of ``Shard(0)`` DTensors."""
 
@@ -106,9 +134,10 @@ class ShardedStep:
         states: list[dict[str, Any]],
         steps_or_control,
         stats: Tensor | None = None,
-    ) -> None:
-        """One fused step on the local shards; see the module note. ``stats`` (telemetry) ends
-        up holding the whole tensors' sums on every rank."""
+    ) -> GatheredStats | None:
+        """One fused step on the local shards; see the module note. With ``stats``
+        (telemetry), returns the `GatheredStats` that resolve to the whole tensors' sums on
+        every rank."""
         dtensor = _dtensor_type()
 
         def local(value):
@@ -131,10 +160,11 @@ class ShardedStep:
             reduce_norms=reducer,
             **recording,
         )
+        gathered = None
         if stats is not None:  # the local rows' sums -> the whole tensors' (one collective)
-            gathered = [torch.empty_like(stats) for _ in range(dist.get_world_size(pg))]
-            dist.all_gather(gathered, stats, group=pg)
-            stats.copy_(combine_stats(torch.stack(gathered)))
+            parts = [torch.empty_like(stats) for _ in range(dist.get_world_size(pg))]
+            work = dist.all_gather(parts, stats, group=pg, async_op=True)
+            gathered = GatheredStats(stats, work, parts)
         for w, s, mine in zip(weights, states, local_states, strict=True):
             for key, value in mine.items():
                 old = s.get(key)
@@ -144,6 +174,7 @@ class ShardedStep:
                 elif key in s and value is old:
                     continue
                 s[key] = _like(w, value) if _is_shard_of(w, value) else value
+        return gathered
 
 
 def _is_shard_of(weight: Tensor, value: Any) -> bool:

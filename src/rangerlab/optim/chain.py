@@ -298,19 +298,22 @@ class Chain(Optimizer):
         if names is not None and kernel is not None:
             stats = fused.new_stats(len(weights), weights[0].device)
             recording = {"stats": stats}
+        # a step on FSDP2 shards returns its stats still being gathered over the ranks
+        gathered = None
         if on_device:  # the Triton step counts steps and takes GradScaler's tensors itself
-            kernel(group, weights, grads, states, control, **recording)
+            gathered = kernel(group, weights, grads, states, control, **recording)
         else:
             steps = fused.advance_steps([s["step"] for s in states])
             if kernel is not None:
-                kernel(group, weights, grads, states, steps, **recording)
+                gathered = kernel(group, weights, grads, states, steps, **recording)
             else:
                 self._reference_step(group, transforms, params, weights, grads, states, steps)
         if stats is not None:
             if on_device:  # the counters the kernel advanced, on the device
                 steps = torch.stack([s["step"].reshape(()) for s in states])
             bucket_names = [names[id(p)] for p in params]
-            telemetry.record_stats(self, group, kernel, bucket_names, weights, stats, steps)
+            recorded = gathered if gathered is not None else stats
+            telemetry.record_stats(self, group, kernel, bucket_names, weights, recorded, steps)
         if complex_views is not None:
             complex_views.commit()
         elif weights is not params and not direct:
