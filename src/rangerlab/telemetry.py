@@ -66,7 +66,7 @@ from torch import Tensor, nn
 
 from ._ops import foreach_supported
 from .fused import stats as columns
-from .fused.sharded import GatheredStats
+from .fused.sharded import GatheredStats, _dtensor_type
 from .transforms.base import Context, Transform
 from .transforms.radam import _rectifier
 
@@ -107,8 +107,9 @@ class Recorder:
         """
         if not names:
             return
-        stacked = values if isinstance(values, Tensor) else torch.stack(list(values))
-        self.add_table(names, {quantity: stacked}, {} if mask is None else {quantity: mask})
+        if not isinstance(values, Tensor):
+            values = torch.stack([_plain(v) for v in values])
+        self.add_table(names, {quantity: _plain(values)}, {} if mask is None else {quantity: mask})
 
     def add_table(
         self,
@@ -227,6 +228,16 @@ class Recorder:
             self._counts.clear()
             self.steps = self.recorded = 0
         return out
+
+
+def _plain(value: Tensor) -> Tensor:
+    """``value`` as a plain tensor: a DTensor's (a norm on FSDP2 shards, on the reference path)
+    whole value, the same on every rank (a collective where it is still a partial sum: the
+    ranks all record the step)."""
+    dtensor = _dtensor_type()
+    if dtensor is not None and isinstance(value, dtensor):
+        return value.full_tensor()
+    return value
 
 
 def recorder(optimizer: torch.optim.Optimizer) -> Recorder:

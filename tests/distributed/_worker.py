@@ -56,6 +56,7 @@ OPTIMIZERS: dict[str, Callable] = {
         rangerlab.LARS, lr=1.0, trust_coefficient=0.02, weight_decay=1e-3, foreach=True
     ),
     "Ranger": partial(rangerlab.Ranger, lr=0.01, weight_decay=1e-3, k=3),
+    "Ranger fused=False": partial(rangerlab.Ranger, lr=0.01, weight_decay=1e-3, k=3, fused=False),
     "RangerLARS": partial(
         rangerlab.RangerLARS, lr=0.01, weight_decay=1e-3, k=3, max_weight_norm=1.0
     ),
@@ -187,6 +188,10 @@ def scenario_two(rank: int, world: int, out: str) -> dict:
         name: telemetry_interval(name, fsdp_model(world), rank, world)
         for name in TELEMETRY_INTERVAL
     }
+    results["telemetry_reference_path"] = {
+        name: telemetry_reads(name, fsdp_model(world), rank, world)
+        for name in TELEMETRY_REFERENCE_PATH
+    }
     results["checkpoint"] = checkpoint_roundtrip(rank, world, out)
     results["skip_nonfinite"] = skip_nonfinite(rank, world)
     results["zero"] = zero_checks(rank, world, out)
@@ -218,6 +223,9 @@ def telemetry_reads(name: str, model: nn.Module, rank: int = 0, world: int = 1) 
         rangerlab.telemetry.probed = real
     return {"reads": reads, "probed": len(probed)}
 
+
+#: Telemetry on the reference path (the probes' norms of DTensors, read as plain numbers).
+TELEMETRY_REFERENCE_PATH = ("LARS foreach=True", "Ranger fused=False")
 
 #: Read once, after all the steps, on rank 0 alone (as a logger on rank 0 does).
 TELEMETRY_INTERVAL = ("Ranger", "RangerLARS", "LARC")

@@ -148,8 +148,10 @@ def test_fsdp2_equals_one_process(two: dict, name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_fsdp2_takes_the_fused_path_on_shard0(two: dict, name: str) -> None:
     """Every rangerlab preset runs its fused kernels on the local shards (explicit foreach
-    keeps the reference path, as on one process); foreign optimizers are not Chains."""
-    expected = {"LARS foreach=True": "NoneType"}.get(name, "ShardedStep")
+    keeps the reference path, as on one process, and so does fused=False); foreign optimizers
+    are not Chains."""
+    reference = {"LARS foreach=True", "Ranger fused=False"}
+    expected = "NoneType" if name in reference else "ShardedStep"
     if name.startswith("Lookahead("):
         expected = "not a Chain"
     assert two[name]["fsdp_path"] == expected
@@ -230,6 +232,15 @@ def test_fsdp2_telemetry_is_recorded_by_the_fused_step_and_equals_one_process(
     assert ("trust_ratio" in keys) == (name in ("LARS", "LARC", "RangerLARS"))
     assert ("adaptive_lr_cv" in keys) == (name in ("AdamW", "RAdam", "Ranger", "RangerLARS"))
     assert ("lookahead_distance" in keys) == (name in ("Ranger", "RangerLARS"))
+
+
+@pytest.mark.parametrize("name", worker.TELEMETRY_REFERENCE_PATH)
+def test_fsdp2_telemetry_on_the_reference_path_reads_plain_numbers(two: dict, name: str) -> None:
+    """The reference path records the probes' norms of DTensors: read, they are the whole
+    tensors' values (as one process's reads), not DTensors that `tolist` refuses."""
+    result = two["telemetry_reference_path"][name]
+    assert result["probed"] > 0  # the probes recorded
+    assert_reads_close(result["reads"], telemetry_reference(name))
 
 
 @pytest.mark.parametrize("name", worker.TELEMETRY_INTERVAL)
