@@ -96,7 +96,8 @@ inline void add_factors(TaskStats* st, int64_t len, double sum, double sum_sq) {
   }
 
 // Adam family: Adam/AdamW, RAdam, Ranger (+ Lookahead sync). Per tensor i the direction is
-//   u = a_i * m * (1 / (sqrt(v) / d_i + eps))   (adaptive_i)   or   u = a_i * m   (RAdam's start)
+//   u = a_i * m * (1 / (sqrt(v) * (1 / d_i) + eps))   (adaptive_i),
+//   u = a_i * m                                     (RAdam's start),
 // with weight decay added to g (coupled) or to u (decoupled). The per-step scalars a, d and
 // adaptive come from the transforms (adam_scalars, radam_scalars): they are not written here.
 struct AdamConfig {

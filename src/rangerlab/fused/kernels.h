@@ -97,35 +97,27 @@ void run(const std::vector<Task>& tasks, const F& body) {
 // whatever the tensor's size.
 constexpr int64_t kSpan = 256;
 
+// Vec<T>: a vector of T in the data type; Bits<T>: the integers of its size, for selecting lanes
+// by bit masks (`select`).
 template <typename T>
 struct VecOf;
 template <>
 struct VecOf<float> {
   typedef float type __attribute__((vector_size(32)));
+  typedef int32_t bits __attribute__((vector_size(32)));
 };
 template <>
 struct VecOf<double> {
   typedef double type __attribute__((vector_size(32)));
+  typedef int64_t bits __attribute__((vector_size(32)));
 };
 template <typename T>
 using Vec = typename VecOf<T>::type;
+template <typename T>
+using Bits = typename VecOf<T>::bits;
 
 template <typename T>
 constexpr int64_t kLanes = 32 / sizeof(T);
-
-// Integer vectors of Vec<T>'s size, for selecting lanes by bit masks (`select`).
-template <typename T>
-struct BitsOf;
-template <>
-struct BitsOf<float> {
-  typedef int32_t type __attribute__((vector_size(32)));
-};
-template <>
-struct BitsOf<double> {
-  typedef int64_t type __attribute__((vector_size(32)));
-};
-template <typename T>
-using Bits = typename BitsOf<T>::type;
 
 // a where mask's lanes are all ones, b where they are zero (bit for bit: no arithmetic on a or b).
 template <typename T>
